@@ -1,0 +1,62 @@
+"""The ``edgeseg`` command: one Typer app, one sub-module per command group.
+
+Library code raises ``EdgesegError``; ``main()`` turns it into one line on stderr and
+a non-zero exit so that users never see a traceback for a mistake of input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="edgeseg",
+    help="Real-time semantic segmentation from data to edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_commands():
+    # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
+    from edgeseg.cli import data as data_cli
+    from edgeseg.cli import models as models_cli
+    from edgeseg.cli import train as train_cli
+
+    app.add_typer(data_cli.app, name="data")
+    models_cli.register(app)
+    train_cli.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgeseg.errors import EdgesegError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgesegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except SystemExit as exc:  # typer/click exit paths (e.g. --help)
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors come here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

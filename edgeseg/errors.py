@@ -1,0 +1,57 @@
+"""Exception types. The CLI turns any EdgesegError into one line and a non-zero exit.
+
+Messages follow one rule: say what was wrong, which file or name, and what to do.
+"""
+
+
+class EdgesegError(Exception):
+    """Base class for every error edgeseg reports to a user."""
+
+    exit_code = 2
+
+
+class DataError(EdgesegError):
+    """A dataset, image or mask that cannot be used as it is."""
+
+
+class ModelError(EdgesegError):
+    """Unknown model, bad model arguments, or a checkpoint that does not fit."""
+
+
+class InputSizeError(ModelError):
+    """An input size the model's stride does not allow."""
+
+
+class ConfigError(EdgesegError):
+    """A bad option value: loss spec, schedule, device, image size..."""
+
+
+class CheckpointError(EdgesegError):
+    """A checkpoint that is missing, corrupt, or for another model or dataset."""
+
+
+class MissingDependencyError(EdgesegError):
+    """An optional backend is not installed; the message names the extra."""
+
+    def __init__(self, module: str, extra: str, purpose: str = ""):
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"'{module}' is needed{what} but is not installed: "
+            f"run `pip install 'edgeseg[{extra}]'`"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class DownloadError(EdgesegError):
+    """A download that failed or whose checksum does not match."""
+
+
+def require(module: str, extra: str, purpose: str = ""):
+    """Import an optional module lazily, or raise a MissingDependencyError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(module, extra, purpose) from exc
