@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeseg.errors import EdgesegError
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except EdgesegError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
