@@ -1,0 +1,62 @@
+"""``edgeseg eval``: score a checkpoint on a dataset split with the streaming metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from edgeseg.train.checkpoint import atomic_write_text, load_model
+from edgeseg.train.trainer import check_dataset, evaluate_model, pad_collate, resolve_device
+
+
+def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, device: str = "cpu",
+             data_format: str = "auto", workers: int = 0, boundary_tolerance: int | None = None) -> dict:
+    """Metrics of ``checkpoint`` on ``data/split`` as a JSON-able dict.
+
+    Images are padded (never resized) to the model's stride; padded pixels are ignored,
+    so the numbers are those of the original resolution.
+    """
+    from edgeseg.data import build_eval_transform, open_dataset
+    from edgeseg.metrics import boundary_f1
+
+    model, info, _ = load_model(checkpoint)
+    dataset = open_dataset(data, split, fmt=data_format)
+    info.check_compatible(dataset.info, f"dataset '{data}'")
+    check_dataset(dataset, f"{data}/{split}")
+    dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
+    dev = resolve_device(device)
+    model.to(dev)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=partial(pad_collate, ignore_index=info.ignore_index, divisor=model.size_divisor))
+    t0 = time.perf_counter()
+    cm = evaluate_model(model, loader, info.num_classes, info.ignore_index, dev)
+    elapsed = time.perf_counter() - t0
+    result = {
+        "checkpoint": str(checkpoint),
+        "model": model.model_name,
+        "data": str(data),
+        "split": split,
+        "images": len(dataset),
+        **cm.summary(info.classes),
+        "seconds": round(elapsed, 3),
+    }
+    if boundary_tolerance is not None:
+        scores = []
+        with torch.no_grad():
+            for images, masks in loader:
+                pred = model(images.to(dev)).argmax(1).cpu().numpy()
+                for p, m in zip(pred, masks.numpy()):
+                    scores.append(boundary_f1(p, m, tolerance=boundary_tolerance, num_classes=info.num_classes,
+                                              ignore_index=info.ignore_index))
+        result["boundary_f1"] = float(sum(scores) / len(scores))
+        result["boundary_tolerance_px"] = boundary_tolerance
+    return result
+
+
+def write_json(result: dict, path) -> None:
+    atomic_write_text(Path(path), json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,77 @@
+"""``edgeseg predict``: class-index masks, colour masks and overlays for images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from edgeseg.data.info import DatasetInfo
+from edgeseg.errors import DataError
+from edgeseg.train.checkpoint import atomic_write_bytes
+
+
+def read_rgb(path) -> np.ndarray:
+    """An image file as uint8 RGB, or a DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image '{path}' does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"image '{path}' cannot be decoded: the file is corrupt or not an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def colorize(mask: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """Class map -> RGB image with the dataset's colours (ignored / unknown ids black)."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: info.num_classes] = np.array(info.colors, np.uint8)
+    return palette[mask.astype(np.uint8)]
+
+
+def overlay(image_rgb: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    return cv2.addWeighted(image_rgb, 1.0 - alpha, color_mask, alpha, 0.0)
+
+
+@torch.no_grad()
+def predict_image(model, info: DatasetInfo, image_rgb: np.ndarray) -> np.ndarray:
+    """Class map (H, W) for one RGB image at its own resolution (padded to the stride, then cropped)."""
+    from edgeseg.data import normalize, pad_to_multiple
+
+    h, w = image_rgb.shape[:2]
+    padded, _ = pad_to_multiple(image_rgb, model.size_divisor)
+    x = torch.from_numpy(normalize(padded, info.mean, info.std))[None]
+    model.eval()
+    logits = model(x.to(next(model.parameters()).device))
+    return logits.argmax(1)[0, :h, :w].cpu().numpy().astype(np.uint8)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - cv2 encodes any uint8 array
+        raise DataError(f"cannot encode '{path}'")
+    atomic_write_bytes(path, lambda f: f.write(buf.tobytes()))
+
+
+def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5) -> list[dict]:
+    """Write ``<stem>_mask.png`` (class ids), ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
+    paths = [Path(p) for p in images]
+    decoded = [read_rgb(p) for p in paths]  # every input checked before any output is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, rgb in zip(paths, decoded):
+        mask = predict_image(model, info, rgb)
+        color = colorize(mask, info)
+        files = {"mask": out_dir / f"{path.stem}_mask.png", "color": out_dir / f"{path.stem}_color.png",
+                 "overlay": out_dir / f"{path.stem}_overlay.png"}
+        _write_png(files["mask"], mask)
+        _write_png(files["color"], cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
+        _write_png(files["overlay"], cv2.cvtColor(overlay(rgb, color, alpha), cv2.COLOR_RGB2BGR))
+        counts = np.bincount(mask.ravel(), minlength=info.num_classes)
+        written.append({"image": str(path), **{k: str(v) for k, v in files.items()},
+                        "classes": {info.classes[i]: round(float(c) / mask.size, 4)
+                                    for i, c in enumerate(counts) if c}})
+    return written

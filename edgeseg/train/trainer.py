@@ -1,0 +1,404 @@
+"""The training loop behind ``edgeseg train``.
+
+One function, ``train(config)``, from a dataset folder to ``last.pt`` and ``best.pt``
+(best by validation mIoU) plus a JSON-lines metrics log. Runs on CPU or CUDA
+(AMP and channels-last there), alone or under ``torchrun`` with DDP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from edgeseg.errors import ConfigError, DataError
+from edgeseg.train import distributed as dist
+from edgeseg.train.checkpoint import (atomic_write_text, load_checkpoint, make_checkpoint,
+                                      save_checkpoint, unwrap)
+from edgeseg.train.schedule import SCHEDULES, build_scheduler
+
+OPTIMIZERS = {"adamw": {"lr": 2e-3, "weight_decay": 1e-4}, "sgd": {"lr": 1e-2, "weight_decay": 5e-4}}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    epochs: int = 100
+    img_size: tuple[int, int] | None = None  # training crop; default: the images' size rounded up to the stride
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float | None = None  # default per optimizer (OPTIMIZERS)
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    schedule: str = "poly"
+    warmup_epochs: float = 1.0
+    loss: str = "ce"
+    out: str = "runs/train"
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    patience: int = 0  # early stopping: epochs without a better val mIoU (0 = off)
+    amp: bool = True  # CUDA only
+    sync_bn: bool = False
+    val_every: int = 1
+    data_format: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    rotate: float = 0.0
+    elastic: bool = False
+    color_jitter: bool = True
+    model_kwargs: dict = field(default_factory=dict)
+    steps_per_epoch: int = 0  # 0 = one pass over the training set
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}': use one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule '{self.schedule}': use one of {', '.join(SCHEDULES)}")
+        if self.lr is not None and not (0 < self.lr < 10):
+            raise ConfigError(f"--lr must be a positive rate below 10, got {self.lr}")
+        if self.img_size is not None and (len(self.img_size) != 2 or min(self.img_size) < 1):
+            raise ConfigError(f"--img-size must be HxW with positive numbers, got {self.img_size}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if cfg.img_size is not None:
+            cfg.img_size = tuple(cfg.img_size)
+        cfg.scale = tuple(cfg.scale)
+        return cfg
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'360x480' -> (360, 480); '512' -> (512, 512)."""
+    if text is None or text == "":
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) < 1:
+        raise ConfigError(f"image size '{text}' is not HxW (e.g. 384x480)")
+    return nums[0], nums[1]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to PyTorch: use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device '{name}': use cpu, cuda or cuda:N") from exc
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Distinct, reproducible augmentation streams per worker (albumentations uses numpy/random).
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def pad_collate(batch, ignore_index: int = 255, divisor: int = 1):
+    """Stack (image, mask) pairs of possibly different sizes, padding bottom/right
+    (image with 0 = the mean colour after normalisation, mask with ignore)."""
+    h = max(img.shape[-2] for img, _ in batch)
+    w = max(img.shape[-1] for img, _ in batch)
+    h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    images = torch.zeros(len(batch), batch[0][0].shape[0], h, w, dtype=batch[0][0].dtype)
+    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
+    for i, (img, mask) in enumerate(batch):
+        images[i, :, : img.shape[-2], : img.shape[-1]] = img
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks
+
+
+def check_dataset(dataset, what: str) -> None:
+    """Read every sample once before training starts, so bad files stop the run at
+    once, with one clear message, before anything is written."""
+    if len(dataset) == 0:
+        raise DataError(f"{what} split is empty: check the dataset folder")
+    for i in range(len(dataset)):
+        dataset.read(i)
+
+
+def build_optimizer(model, cfg: TrainConfig):
+    defaults = OPTIMIZERS[cfg.optimizer]
+    lr = cfg.lr if cfg.lr is not None else defaults["lr"]
+    wd = cfg.weight_decay if cfg.weight_decay is not None else defaults["weight_decay"]
+    # No weight decay on norms and biases: decaying them only hurts.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@torch.no_grad()
+def evaluate_model(model, loader, num_classes: int, ignore_index: int, device, amp: bool = False):
+    """Confusion matrix of ``model`` over ``loader``, summed over DDP ranks."""
+    from edgeseg.metrics import ConfusionMatrix
+
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    for images, masks in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            logits = model(images)
+        cm.update(logits.argmax(1).cpu(), masks)
+    total = dist.all_reduce_sum(torch.from_numpy(cm.matrix.copy()))
+    cm.matrix[...] = total.numpy()
+    return cm
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Progress:
+    """A rich progress bar on the main process only (plain loop elsewhere)."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        return self.bar.add_task(description, total=total, info="") if self.bar else None
+
+    def advance(self, task, info: str = ""):
+        if self.bar:
+            self.bar.update(task, advance=1, info=info)
+
+    def done(self, task):
+        if self.bar:
+            self.bar.remove_task(task)
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict:
+    """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
+    from edgeseg.data import build_eval_transform, build_train_transform, open_dataset
+    from edgeseg.losses import build_loss, parse_loss_spec
+    from edgeseg.models import create_model
+
+    start_epoch, best_miou, best_epoch, state = 0, -1.0, -1, None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if "train_state" not in state:
+            raise ConfigError(f"'{resume}' holds weights only (no optimizer state): resume from a last.pt "
+                              f"written by `edgeseg train`")
+        saved = TrainConfig.from_dict(state["config"])
+        # Only the length of training and where to write may change on resume.
+        if cfg.epochs:
+            saved.epochs = cfg.epochs
+        saved.out, saved.progress, saved.workers = cfg.out or saved.out, cfg.progress, cfg.workers
+        cfg = saved
+        start_epoch = state["train_state"]["epoch"] + 1
+        best_miou, best_epoch = state["train_state"]["best_miou"], state["train_state"]["best_epoch"]
+    cfg.validate()
+    parse_loss_spec(cfg.loss)  # a bad spec fails before any work
+
+    device = dist.setup(resolve_device(cfg.device))
+    main_proc = dist.is_main()
+    seed_everything(cfg.seed + dist.rank())
+
+    train_set = open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format)
+    val_set = open_dataset(cfg.data, cfg.val_split, fmt=cfg.data_format)
+    info = train_set.info
+    info.check_compatible(val_set.info, f"validation split '{cfg.val_split}'")
+    check_dataset(train_set, f"training ({cfg.data}/{cfg.train_split})")
+    check_dataset(val_set, f"validation ({cfg.data}/{cfg.val_split})")
+
+    model = create_model(cfg.model, info.num_classes, **cfg.model_kwargs)
+    if cfg.img_size is None:
+        h, w = train_set.read(0)[0].shape[:2]
+        cfg.img_size = (model.valid_size(h), model.valid_size(w))
+    model.check_input_size(*cfg.img_size)
+
+    class_counts = None
+    if any(name == "wce" for _, name, _ in parse_loss_spec(cfg.loss)):
+        from edgeseg.data import class_pixel_counts
+
+        class_counts = class_pixel_counts(train_set, info.num_classes)
+    criterion = build_loss(cfg.loss, info.num_classes, ignore_index=info.ignore_index, class_counts=class_counts)
+
+    train_set.transform = build_train_transform(cfg.img_size, scale=cfg.scale, hflip=cfg.hflip, rotate=cfg.rotate,
+                                                elastic=cfg.elastic, color_jitter=cfg.color_jitter,
+                                                ignore_index=info.ignore_index)
+    val_set.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
+
+    use_cuda = device.type == "cuda"
+    amp = cfg.amp and use_cuda
+    if cfg.sync_bn and dist.world_size() > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    if state is not None:
+        unwrap(model).load_state_dict(state["state_dict"])
+
+    train_sampler = DistributedSampler(train_set, seed=cfg.seed, drop_last=True) if dist.world_size() > 1 else None
+    val_sampler = DistributedSampler(val_set, shuffle=False) if dist.world_size() > 1 else None
+    per_rank_batch = max(1, cfg.batch_size // dist.world_size())
+    # BatchNorm cannot train on a batch of one; drop a last short batch.
+    drop_last = len(train_set) // dist.world_size() > per_rank_batch
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=per_rank_batch, shuffle=train_sampler is None,
+                              sampler=train_sampler, num_workers=cfg.workers, pin_memory=use_cuda,
+                              drop_last=drop_last, worker_init_fn=_worker_init, generator=generator,
+                              persistent_workers=cfg.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=per_rank_batch, sampler=val_sampler, num_workers=cfg.workers,
+                            collate_fn=partial(pad_collate, ignore_index=info.ignore_index,
+                                               divisor=unwrap(model).size_divisor),
+                            pin_memory=use_cuda)
+
+    steps_per_epoch = cfg.steps_per_epoch or len(train_loader)
+    if steps_per_epoch == 0:
+        raise DataError(f"training split of '{cfg.data}' has fewer images than one batch: lower --batch-size")
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch,
+                                int(cfg.warmup_epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    if state is not None:
+        ts = state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        scaler.load_state_dict(ts["scaler"])
+        _set_rng_state(ts["rng"])
+    ddp_model = model
+    if dist.world_size() > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if use_cuda else None)
+
+    out = Path(cfg.out)
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2, default=list) + "\n")
+        log(f"training {cfg.model} on {cfg.data} ({len(train_set)} train / {len(val_set)} val images, "
+            f"{info.num_classes} classes) at {cfg.img_size[0]}x{cfg.img_size[1]} on {device}"
+            f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
+
+    stale = 0 if best_epoch < 0 else start_epoch - 1 - best_epoch
+    epoch = start_epoch - 1
+    with _Progress(cfg.progress and main_proc) as progress:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.time()
+            if train_sampler is not None:
+                train_sampler.set_epoch(epoch)
+            ddp_model.train()
+            task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            loss_sum, seen, step = 0.0, 0, 0
+            while step < steps_per_epoch:
+                for images, masks in train_loader:
+                    images = images.to(device, non_blocking=True)
+                    masks = masks.to(device, non_blocking=True)
+                    if use_cuda:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(device.type, enabled=amp):
+                        outputs = ddp_model(images)
+                        loss = criterion(outputs, masks)
+                    if not torch.isfinite(loss):
+                        raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}: "
+                                          f"lower --lr or check the labels")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    loss_sum += loss.item()
+                    seen += 1
+                    step += 1
+                    progress.advance(task, f"loss {loss_sum / seen:.4f}")
+                    if step >= steps_per_epoch:
+                        break
+            progress.done(task)
+
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
+                      "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(time.time() - t0, 2)}
+            improved = False
+            if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+                cm = evaluate_model(ddp_model, val_loader, info.num_classes, info.ignore_index, device, amp)
+                summary = cm.summary(info.classes)
+                record.update({"val_miou": summary["miou"], "val_pixel_accuracy": summary["pixel_accuracy"],
+                               "val_per_class_iou": summary["per_class_iou"]})
+                miou = summary["miou"] or 0.0
+                improved = miou > best_miou
+                if improved:
+                    best_miou, best_epoch, stale = miou, epoch, 0
+                else:
+                    stale += 1
+            if main_proc:
+                train_state = {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "scaler": scaler.state_dict(), "rng": _rng_state()}
+                extra = {"config": asdict(cfg), "metrics": record}
+                if improved:
+                    save_checkpoint(make_checkpoint(model, info, cfg.img_size, **extra), out / "best.pt")
+                save_checkpoint(make_checkpoint(model, info, cfg.img_size, train_state=train_state, **extra),
+                                out / "last.pt")
+                with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                val_text = f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""
+                log(f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}{val_text}"
+                    f"{' (best)' if improved else ''} [{record['epoch_time_s']:.1f}s]")
+            if cfg.patience and stale >= cfg.patience:
+                if main_proc:
+                    log(f"early stop: no better val mIoU for {cfg.patience} evaluations "
+                        f"(best {best_miou:.4f} at epoch {best_epoch + 1})")
+                break
+    dist.barrier()
+    dist.cleanup()
+    return {"best_miou": best_miou, "best_epoch": best_epoch + 1, "epochs": epoch + 1, "out": str(out)}
