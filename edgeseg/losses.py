@@ -490,7 +490,8 @@ class CombinedLoss(nn.Module):
     to the target.
 
     After each call, :attr:`last_terms` maps each term's label (``"ce"``,
-    ``"0.5*dice"``...; on the main output, unweighted values) plus ``"aux"``
+    ``"dice"``, ``"wce:enet"``, ``"ohem:0.7"``...; unweighted values on
+    the main output; a repeated term gets ``"#2"`` appended) plus ``"aux"``
     (the summed unweighted aux loss, when aux outputs were given) and
     ``"total"`` to Python floats, for logging.
     """
