@@ -430,9 +430,9 @@ def parse_loss_spec(spec: str) -> list[tuple[float, str, str | float | None]]:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise _spec_error(str(spec), "the spec is empty")
-    text = re.sub(r"\s+", "", spec)
     out: list[tuple[float, str, str | float | None]] = []
-    for raw in text.split("+"):
+    for raw in spec.split("+"):
+        raw = re.sub(r"\s*([*:])\s*", r"\1", raw.strip())
         if not raw:
             raise _spec_error(spec, "empty term (check for a stray '+')")
         m = _TERM_RE.match(raw)
