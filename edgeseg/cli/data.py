@@ -1,0 +1,133 @@
+"""``edgeseg data``: list, download and check datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Datasets: list the catalog, download one, check a dataset folder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(getattr(exc, "exit_code", 2))
+
+
+@app.command("list")
+def list_cmd():
+    """Show the datasets `edgeseg data download` knows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeseg.data.download import CATALOG
+
+    table = Table(title="edgeseg dataset catalog")
+    for col in ("name", "dataset", "size", "format", "checksum", "access"):
+        table.add_column(col)
+    for e in CATALOG.values():
+        table.add_row(e.name, e.title, e.size, e.format, e.checksum or "-",
+                      "direct download" if e.direct else f"login: {e.login_url}")
+    Console().print(table)
+
+
+@app.command("download")
+def download_cmd(
+    name: str = typer.Argument(..., help="catalog name (see `edgeseg data list`), or any name with --url"),
+    to: Path = typer.Option(..., "--to", help="folder to create for the dataset (must be absent or empty)"),
+    url: Optional[str] = typer.Option(None, "--url", help="download this archive instead of the catalog's"),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="expected SHA-256 of the archive"),
+    md5: Optional[str] = typer.Option(None, "--md5", help="expected MD5 of the archive"),
+    keep_archive: bool = typer.Option(False, "--keep-archive", help="keep the downloaded archive"),
+    timeout: float = typer.Option(60.0, "--timeout", help="network timeout in seconds"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Download a dataset archive, verify it and extract it into --to."""
+    from edgeseg.data.download import download_dataset
+    from edgeseg.errors import EdgesegError
+
+    checksum = f"sha256:{sha256}" if sha256 else (f"md5:{md5}" if md5 else None)
+    try:
+        dest = download_dataset(name, to, url=url, checksum=checksum, keep_archive=keep_archive,
+                                timeout=timeout, progress=not quiet)
+    except EdgesegError as exc:
+        _fail(exc)
+    typer.echo(f"{name} is in {dest}")
+
+
+@app.command("check")
+def check_cmd(
+    root: Path = typer.Argument(..., help="dataset folder"),
+    fmt: str = typer.Option("auto", "--format", help="auto, camvid, cityscapes, voc or folder"),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="split(s) to check (default: all found)"),
+    limit: int = typer.Option(0, "--limit", help="check only the first N images of each split (0 = all)"),
+    show: int = typer.Option(20, "--show", help="how many problems to print"),
+):
+    """Open every split, read every image and mask, and report sizes, classes and problems."""
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from edgeseg.data.datasets import available_splits, detect_format, open_dataset
+    from edgeseg.errors import DataError, EdgesegError
+
+    console = Console()
+    try:
+        fmt = detect_format(root) if fmt == "auto" else fmt
+        splits = list(split) if split else available_splits(root, fmt)
+        if not splits:
+            raise DataError(f"found no splits in {root} ({fmt} layout): check the folder")
+    except EdgesegError as exc:
+        _fail(exc)
+
+    problems: list[str] = []
+    table = Table(title=f"{root} ({fmt})")
+    for col in ("split", "images", "sizes (HxW)", "classes present", "ignore px", "problems"):
+        table.add_column(col)
+    for s in splits:
+        try:
+            ds = open_dataset(root, s, fmt=fmt)
+        except DataError as exc:
+            problems.append(f"[{s}] {exc}")
+            table.add_row(s, "-", "-", "-", "-", "cannot open")
+            continue
+        n = len(ds) if limit <= 0 else min(limit, len(ds))
+        counts = np.zeros(256, dtype=np.int64)
+        sizes: dict[tuple[int, int], int] = {}
+        bad = 0
+        with Progress(console=Console(stderr=True), transient=True) as prog:
+            task = prog.add_task(f"checking {s}", total=n)
+            for i in range(n):
+                try:
+                    image, mask = ds.read(i)
+                except DataError as exc:
+                    bad += 1
+                    problems.append(f"[{s}] {exc}")
+                else:
+                    sizes[image.shape[:2]] = sizes.get(image.shape[:2], 0) + 1
+                    counts += np.bincount(mask.ravel(), minlength=256)
+                prog.advance(task)
+        present = [ds.info.classes[c] for c in np.flatnonzero(counts[: ds.info.num_classes])]
+        size_txt = ", ".join(f"{h}x{w}" + (f" ({k})" if len(sizes) > 1 else "")
+                             for (h, w), k in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+        if len(sizes) > 3:
+            size_txt += f", ... ({len(sizes)} sizes)"
+        total = counts.sum()
+        ign = f"{100.0 * counts[255] / total:.1f}%" if total else "-"
+        table.add_row(s, str(n) + ("" if n == len(ds) else f" of {len(ds)}"), size_txt or "-",
+                      f"{len(present)}/{ds.info.num_classes}: " + ", ".join(present), ign, str(bad))
+    console.print(table)
+    if problems:
+        for p in problems[:show]:
+            typer.echo(f"problem: {p}", err=True)
+        if len(problems) > show:
+            typer.echo(f"... and {len(problems) - show} more problems", err=True)
+        raise typer.Exit(1)
+    typer.echo("no problems found")
