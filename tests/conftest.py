@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from edgeseg.data.info import CAMVID
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import make_camvid, make_camvid_sample  # noqa: E402,F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_DIR = REPO.parent / "shared" / "data" / "camvid"
-
-
-def make_camvid_sample(rng: np.random.Generator, size=(64, 96)) -> tuple[np.ndarray, np.ndarray]:
-    """One (RGB image, CamVid label 0..11) pair whose pixel colour determines the class:
-    a sky band (0), a road band (3), a few coloured rectangles of random classes and a
-    void (11) strip; images are the class colours plus a little noise."""
-    h, w = size
-    label = np.full((h, w), 1, dtype=np.uint8)  # building
-    label[: h // 4] = 0  # sky
-    label[3 * h // 4:] = 3  # road
-    for _ in range(int(rng.integers(2, 5))):
-        c = int(rng.integers(0, 11))
-        y0, x0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
-        y1, x1 = y0 + int(rng.integers(4, max(5, h // 3))), x0 + int(rng.integers(4, max(5, w // 3)))
-        label[y0:y1, x0:x1] = c
-    label[:, :2] = 11  # void strip on the left
-    colors = np.array(CAMVID.colors + ((0, 0, 0),), dtype=np.int16)
-    image = colors[label] + rng.integers(-10, 11, size=(h, w, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-def make_camvid(root, n_train: int = 8, n_val: int = 4, size=(64, 96), seed: int = 0) -> Path:
-    """Write a CamVid (SegNet) layout dataset: train/, trainannot/, val/, valannot/,
-    train.txt and val.txt, images ``size`` = (H, W). Returns ``root``."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(n):
-            image, label = make_camvid_sample(rng, size)
-            name = f"{split}_{i:04d}.png"
-            cv2.imwrite(str(root / split / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(root / f"{split}annot" / name), label)
-            lines.append(f"{split}/{name} {split}annot/{name}")
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 @pytest.fixture(scope="session")

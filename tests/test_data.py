@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_camvid
+from helpers import make_camvid
 from edgeseg.data import (
     CAMVID,
     CITYSCAPES,

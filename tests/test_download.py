@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_camvid
+from helpers import make_camvid
 from edgeseg.cli.data import app as data_app
 from edgeseg.data import open_dataset
 from edgeseg.data.download import (
