@@ -22,12 +22,14 @@ def make_camvid_sample(rng: np.random.Generator, size=(64, 96)) -> tuple[np.ndar
     label[3 * h // 4:] = 3  # road
     for _ in range(int(rng.integers(2, 5))):
         c = int(rng.integers(0, 11))
-        y0, x0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
-        y1, x1 = y0 + int(rng.integers(4, max(5, h // 3))), x0 + int(rng.integers(4, max(5, w // 3)))
+        rh = int(rng.integers(max(2, h // 6), max(3, h // 3) + 1))
+        rw = int(rng.integers(max(2, w // 6), max(3, w // 3) + 1))
+        y0, x0 = int(rng.integers(0, max(1, h - rh))), int(rng.integers(2, max(3, w - rw)))
+        y1, x1 = y0 + rh, x0 + rw
         label[y0:y1, x0:x1] = c
     label[:, :2] = 11  # void strip on the left
     colors = np.array(CAMVID.colors + ((0, 0, 0),), dtype=np.int16)
-    image = colors[label] + rng.integers(-10, 11, size=(h, w, 3))
+    image = colors[label] + rng.integers(-6, 7, size=(h, w, 3))
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
