@@ -6,6 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# The suite runs tiny tensors on a 2-core machine: one intra-op thread is faster there
+# and keeps timings sane when another process is busy (OpenMP spinning with 2 threads
+# on a shared core made steps 50x slower).
+torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import make_camvid, make_camvid_sample  # noqa: E402,F401  (re-exported)

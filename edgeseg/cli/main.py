@@ -34,28 +34,23 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (usage errors are reported by Typer itself)."""
     from edgeseg.errors import EdgesegError
 
     try:
-        rc = app(args=argv, standalone_mode=False)
+        app(args=argv)  # standalone: always ends in SystemExit
     except EdgesegError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except SystemExit as exc:  # typer/click exit paths (e.g. --help)
-        return int(exc.code or 0)
-    except Exception as exc:  # click usage errors come here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return rc if isinstance(rc, int) else 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        typer.echo(str(exc.code), err=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
     from edgeseg.data import build_eval_transform, build_train_transform, open_dataset
     from edgeseg.losses import build_loss, parse_loss_spec
-    from edgeseg.models import create_model
+    from edgeseg.models import create_model, get_entry
 
     start_epoch, best_miou, best_epoch, state = 0, -1.0, -1, None
     if resume is not None:
@@ -249,7 +249,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         start_epoch = state["train_state"]["epoch"] + 1
         best_miou, best_epoch = state["train_state"]["best_miou"], state["train_state"]["best_epoch"]
     cfg.validate()
-    parse_loss_spec(cfg.loss)  # a bad spec fails before any work
+    # Bad names fail before any data is read.
+    parse_loss_spec(cfg.loss)
+    get_entry(cfg.model)
 
     device = dist.setup(resolve_device(cfg.device))
     main_proc = dist.is_main()

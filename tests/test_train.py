@@ -1,0 +1,189 @@
+"""Training, resume, DDP, eval, predict and the CLI's handling of bad input, on small data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.cli.main import main
+from edgeseg.errors import CheckpointError
+from edgeseg.evaluate import evaluate
+from edgeseg.train import TrainConfig, load_model, train
+from edgeseg.train.schedule import lr_factor
+
+from helpers import make_camvid
+
+SMALL_MODEL = {"model": "unet", "model_kwargs": {"base_channels": 8}}
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def quick_config(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), epochs=2, batch_size=4, workers=0, progress=False,
+                img_size=(64, 96), scale=(1.0, 1.0), color_jitter=False, **SMALL_MODEL)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camvid_small")
+    make_camvid(root, n_train=4, n_val=2, size=(64, 96))
+    return root
+
+
+def test_overfit_reaches_high_miou(small_data, tmp_path):
+    """End to end: a few images learnt nearly perfectly proves loss, loop and metrics agree."""
+    cfg = quick_config(small_data, tmp_path / "run", epochs=30, steps_per_epoch=5, val_split="train", lr=1e-2,
+                       loss="ohem", hflip=False, val_every=10)
+    result = train(cfg, log=lambda *_: None)
+    assert result["best_miou"] > 0.95
+    scored = evaluate(tmp_path / "run" / "best.pt", small_data, "train")
+    assert scored["miou"] == pytest.approx(result["best_miou"], abs=1e-6)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and "val_miou" in json.loads(lines[-1])
+
+
+def test_resume_continues_schedule_and_log(small_data, tmp_path):
+    straight = quick_config(small_data, tmp_path / "straight", epochs=3, steps_per_epoch=2)
+    train(straight, log=lambda *_: None)
+    first = quick_config(small_data, tmp_path / "resumed", epochs=2, steps_per_epoch=2)
+    train(first, log=lambda *_: None)
+    train(TrainConfig(model="", data="", epochs=3, out="", progress=False, workers=0),
+          resume=tmp_path / "resumed" / "last.pt", log=lambda *_: None)
+
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    reference = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    assert resumed["train_state"]["epoch"] == 2
+    # The schedule continues where it stopped rather than restarting.
+    assert resumed["metrics"]["lr"] == pytest.approx(reference["metrics"]["lr"])
+    assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_checkpoint_carries_everything_needed(small_data, tmp_path):
+    train(quick_config(small_data, tmp_path / "run", epochs=1, steps_per_epoch=1), log=lambda *_: None)
+    model, info, ckpt = load_model(tmp_path / "run" / "last.pt")
+    assert info.name == "camvid" and info.num_classes == 11
+    assert ckpt["input_size"] == [64, 96]
+    assert model.model_name == "unet" and model.model_kwargs == {"base_channels": 8}
+    assert not model.training
+    # No temp files are left beside the checkpoints.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "config.json", "last.pt",
+                                                                     "metrics.jsonl"]
+
+
+def test_lr_schedule_shapes():
+    assert lr_factor(0, 100, 10, "poly") == pytest.approx(0.01)
+    assert lr_factor(10, 100, 10, "poly") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "poly") == pytest.approx(0.0)
+    assert lr_factor(50, 100, 0, "poly") == pytest.approx(0.5 ** 0.9)
+
+
+def test_ddp_two_processes_gloo(small_data, tmp_path):
+    """torchrun with two CPU processes (gloo): both take part, rank 0 writes once."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "edgeseg", "train", "--model", "unet", "--model-arg", "base_channels=8", "--data", str(small_data),
+           "--epochs", "2", "--batch-size", "4", "--img-size", "64x96", "--workers", "0", "--no-progress",
+           "--device", "cpu", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x2" in proc.stdout  # the run reports a world of two processes
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
+    model, _, ckpt = load_model(tmp_path / "ddp" / "last.pt")
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+
+
+def test_cli_train_eval_predict(small_data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code, stdout, err = run_cli(["train", "--model", "unet", "--model-arg", "base_channels=8", "--data", small_data,
+                                 "--epochs", "1", "--batch-size", "2", "--img-size", "64x96", "--workers", "0",
+                                 "--no-progress", "--out", out, "--loss", "ce+0.5*dice"], capsys)
+    assert code == 0, err
+    assert "best val mIoU" in stdout
+
+    code, stdout, err = run_cli(["eval", out / "best.pt", "--data", small_data, "--json", tmp_path / "m.json",
+                                 "--boundary-f1", "2"], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
+    assert set(metrics["per_class_iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
+                                             "Fence", "Car", "Pedestrian", "Bicyclist"}
+    assert "Road" in stdout and "mIoU" in stdout
+    assert 0.0 <= metrics["boundary_f1"] <= 1.0
+
+    image = next((small_data / "val").iterdir())
+    code, stdout, err = run_cli(["predict", out / "best.pt", image, "--out", tmp_path / "pred"], capsys)
+    assert code == 0, err
+    mask = cv2.imread(str(tmp_path / "pred" / f"{image.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+    color = cv2.imread(str(tmp_path / "pred" / f"{image.stem}_color.png"))[..., ::-1]
+    src = cv2.imread(str(image))
+    assert mask.shape == src.shape[:2] and mask.max() < 11
+    # Each pixel of the colour mask has the CamVid colour of its class.
+    _, info, _ = load_model(out / "best.pt")
+    palette = np.array(info.colors, np.uint8)
+    assert np.array_equal(color, palette[mask])
+    assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "no_such_net"], "unknown model 'no_such_net'"),
+    (["--loss", "ce+crossfire"], "crossfire"),
+    (["--img-size", "65x96"], "65x96"),
+    (["--optimizer", "adam"], "adam"),
+])
+def test_cli_bad_options_fail_cleanly(small_data, tmp_path, capsys, args, needle):
+    base = ["train", "--model", "unet", "--data", small_data, "--epochs", "1", "--workers", "0", "--no-progress",
+            "--out", tmp_path / "out"]
+    code, _, err = run_cli(base + args, capsys)
+    assert code != 0
+    assert needle in err
+    assert not (tmp_path / "out" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt_image", "mask_size", "bad_label"])
+def test_bad_data_stops_before_writing(tmp_path, capsys, damage):
+    root = tmp_path / "data"
+    make_camvid(root, n_train=3, n_val=1, size=(64, 96))
+    victim = sorted((root / "train").iterdir())[1]
+    annot = root / "trainannot" / victim.name
+    if damage == "corrupt_image":
+        victim.write_bytes(b"\x89PNG not really")
+    elif damage == "mask_size":
+        cv2.imwrite(str(annot), np.zeros((32, 96), np.uint8))
+    else:
+        cv2.imwrite(str(annot), np.full((64, 96), 42, np.uint8))
+    code, _, err = run_cli(["train", "--model", "unet", "--data", root, "--epochs", "1", "--workers", "0",
+                            "--no-progress", "--out", tmp_path / "out"], capsys)
+    assert code != 0
+    assert victim.name in err and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoints(tmp_path, small_data, capsys):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(CheckpointError, match="not an edgeseg checkpoint"):
+        load_model(other)
+    code, _, err = run_cli(["eval", junk, "--data", small_data], capsys)
+    assert code != 0 and "junk.pt" in err
