@@ -187,3 +187,29 @@ def test_bad_checkpoints(tmp_path, small_data, capsys):
         load_model(other)
     code, _, err = run_cli(["eval", junk, "--data", small_data], capsys)
     assert code != 0 and "junk.pt" in err
+
+
+def test_same_seed_same_weights(small_data, tmp_path):
+    """Seeds cover init, shuffling and augmentation: two runs give identical weights."""
+    runs = []
+    for name in ("a", "b"):
+        cfg = quick_config(small_data, tmp_path / name, epochs=1, steps_per_epoch=2, scale=(0.75, 1.5),
+                           color_jitter=True, rotate=10.0, seed=7)
+        train(cfg, log=lambda *_: None)
+        runs.append(torch.load(tmp_path / name / "last.pt", weights_only=False)["state_dict"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    other = quick_config(small_data, tmp_path / "c", epochs=1, steps_per_epoch=2, seed=8)
+    train(other, log=lambda *_: None)
+    third = torch.load(tmp_path / "c" / "last.pt", weights_only=False)["state_dict"]
+    assert not all(torch.equal(runs[0][k], third[k]) for k in third)
+
+
+def test_early_stopping(small_data, tmp_path):
+    # A learning rate of ~0 means val mIoU stops improving once BatchNorm statistics settle.
+    messages = []
+    cfg = quick_config(small_data, tmp_path / "run", epochs=25, lr=1e-9, warmup_epochs=0, patience=3,
+                       hflip=False)
+    result = train(cfg, log=messages.append)
+    assert result["epochs"] < 25
+    assert result["epochs"] == result["best_epoch"] + 3
+    assert any("early stop" in m for m in messages)
