@@ -1,0 +1,44 @@
+"""The CLI's shared behaviour: help, the models table, errors as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edgeseg.cli.main import main
+from edgeseg.errors import MissingDependencyError, require
+
+
+def test_models_table_lists_matching_models(capsys):
+    assert main(["models", "fcn*", "--img-size", "64x96"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fcn8s", "fcn16s", "fcn32s"):
+        assert name in out
+    assert "enet" not in out
+
+
+def test_models_unknown_pattern(capsys):
+    assert main(["models", "nothing*"]) == 1
+    assert "no model matches" in capsys.readouterr().err
+
+
+def test_missing_optional_dependency_names_the_extra():
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[openvino\]'"):
+        require("edgeseg_no_such_backend", "openvino", "OpenVINO builds")
+
+
+def test_console_script_reports_errors_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeseg", "eval", str(tmp_path / "nope.pt"), "--data",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert "nope.pt" in proc.stderr
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "eval", "predict", "models", "data"):
+        assert cmd in out
