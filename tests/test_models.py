@@ -165,6 +165,12 @@ def test_enet_unpool_only_in_paper_variant():
         create_model("enet", 3, upsample="nearest")
 
 
+def test_enet_deconv_option_forward():
+    model = _build("enet", upsample="deconv").eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 96)).shape == (1, NUM_CLASSES, 64, 96)
+
+
 def test_enet_scatter_unpool_matches_max_unpool():
     from edgeseg.models.enet import ScatterMaxUnpool2d
 
