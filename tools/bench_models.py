@@ -29,6 +29,8 @@ NOTES = (
     "`enet` upsamples bilinearly in the decoder (no MaxUnpool, which makes OpenVINO about 4x slower); "
     "`enet_unpool` is the paper's decoder with max-pool indices (exported to ONNX as ScatterElements, "
     "since the TorchScript exporter has no MaxUnpool symbolic).",
+    "\"params\" counts every parameter, \"params (inference)\" leaves out the auxiliary heads that "
+    "only training uses (BiSeNet); MACs are for the inference graph.",
     "`bisenetv2` uses the reference 1024-channel segmentation head (`head_channels=`); its four "
     "auxiliary heads run only in training mode. `bisenetv1` uses a small ResNet-10-style context path "
     "trained from scratch, not the paper's pretrained ResNet-18.",
@@ -84,10 +86,13 @@ def main(argv=None) -> int:
     size = (args.height, args.width)
     x = torch.randn(1, 3, *size)
     models = {}
+    infer_params = {}  # without training-only auxiliary heads
     for name in list_models(args.models):
         model = create_model(name, NUM_CLASSES).eval()
         model.check_input_size(*size)
         models[name] = (model, count_params(model), count_macs(model, size))
+        aux = getattr(model, "aux_heads", None)
+        infer_params[name] = count_params(model) - (count_params(aux) if aux is not None else 0)
     # Each pass times every model in turn; a model's reported numbers come from its pass
     # with the lowest p90, i.e. the one least disturbed by other processes (a shared
     # 2-core machine: one busy neighbour doubles the times).
@@ -99,7 +104,7 @@ def main(argv=None) -> int:
                 best[name] = (med, p90, fastest)
             print(f"pass {i + 1}: {name:28s} {params / 1e6:7.2f}M {macs / 1e9:7.2f}G "
                   f"{med:8.1f} ms (p90 {p90:.1f}, min {fastest:.1f})", flush=True)
-    rows = [(name, params, macs, *best[name], get_entry(name).description)
+    rows = [(name, params, infer_params[name], macs, *best[name], get_entry(name).description)
             for name, (model, params, macs) in models.items()]
 
     cmd = "python tools/bench_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -120,11 +125,11 @@ def main(argv=None) -> int:
         "(other processes on the machine skew latency; re-run when it is idle)",
         f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.system()} {platform.machine()}",
         "",
-        "| model | params | MACs | latency median (ms) | p90 (ms) | min (ms) | description |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| model | params | params (inference) | MACs | latency median (ms) | p90 (ms) | min (ms) | description |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, params, macs, med, p90, fastest, desc in rows:
-        lines.append(f"| `{name}` | {params / 1e6:.2f}M | {macs / 1e9:.2f}G | {med:.1f} | {p90:.1f} | "
+    for name, params, iparams, macs, med, p90, fastest, desc in rows:
+        lines.append(f"| `{name}` | {params / 1e6:.2f}M | {iparams / 1e6:.2f}M | {macs / 1e9:.2f}G | {med:.1f} | {p90:.1f} | "
                      f"{fastest:.1f} | {desc} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
