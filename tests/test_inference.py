@@ -76,7 +76,7 @@ def test_predict_logits_pads_and_crops(enet):
     torch.testing.assert_close(out, ref)
 
 
-def test_training_mode_is_restored(pix):
+def test_training_mode_is_restored():
     m = ConvModel(3).train()
     infer(m, _x(), mode="tta", scales=(1.0,))
     assert m.training
