@@ -160,9 +160,10 @@ def test_enet_unpool_only_in_paper_variant():
 
     assert not has_unpool(create_model("enet", 3))
     assert not has_unpool(create_model("enet", 3, upsample="deconv"))
+    assert not has_unpool(create_model("enet", 3, upsample="nearest"))
     assert has_unpool(create_model("enet_unpool", 3))
     with pytest.raises(ModelError):
-        create_model("enet", 3, upsample="nearest")
+        create_model("enet", 3, upsample="bicubic")
 
 
 def test_enet_deconv_option_forward():
@@ -218,3 +219,122 @@ def test_unet_valid_macs_grow_with_size():
     model = create_model("unet_valid", NUM_CLASSES, base_channels=8)
     small, big = count_macs(model, (96, 96)), count_macs(model, (192, 192))
     assert 1.5 < big / small < 4.0
+
+
+# --- decoder upsampling choices --------------------------------------------------------
+
+# small widths keep each export fast; every choice must keep the output at input size
+_UPSAMPLE_CASES = {
+    "enet": ({}, ("bilinear", "nearest", "deconv", "unpool")),
+    "fcn8s": ({"widths": (8, 8, 16, 16, 16), "fc_channels": 16}, ("deconv", "bilinear", "nearest")),
+    "fcn32s": ({"widths": (8, 8, 16, 16, 16), "fc_channels": 16}, ("deconv", "bilinear", "nearest")),
+    "unet": ({"base_channels": 4, "depth": 3}, ("deconv", "bilinear", "nearest")),
+}
+
+
+def _onnx_roundtrip(model, sizes, path):
+    """Export with dynamic H/W at ``sizes[0]``; ONNX Runtime must match eager at every size."""
+    ort = pytest.importorskip("onnxruntime")
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, *sizes[0]),), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in sizes:
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = sess.run(None, {"image": x.numpy()})[0]
+        assert got.shape == ref.shape == (1, model.num_classes, h, w)
+        assert np.abs(got - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name,upsample", [(n, u) for n, (_, ups) in _UPSAMPLE_CASES.items() for u in ups])
+def test_upsample_choice_shape_and_onnx(name, upsample, tmp_path):
+    kw, _ = _UPSAMPLE_CASES[name]
+    model = _build(name, upsample=upsample, **kw)
+    assert model.upsample == upsample
+    size = (model.valid_size(32), model.valid_size(64))
+    _calibrate_bn(model, torch.randn(2, 3, *size))
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, *size)).shape == (2, NUM_CLASSES, *size)
+    _onnx_roundtrip(model, [size, (size[1], size[0])], tmp_path / f"{name}_{upsample}.onnx")
+
+
+@pytest.mark.parametrize("name", ["enet", "fcn8s", "fcn16s", "fcn32s", "unet", "unet_valid"])
+def test_unknown_upsample_names_valid_choices(name):
+    with pytest.raises(ModelError) as exc:
+        create_model(name, 3, upsample="pixelshuffle")
+    msg = str(exc.value)
+    assert "pixelshuffle" in msg
+    for choice in ("bilinear", "nearest", "deconv"):
+        assert choice in msg
+
+
+def test_fixed_upsampling_has_no_transposed_convs():
+    for name, kw in (("fcn8s", {}), ("unet", {"base_channels": 4})):
+        for up in ("bilinear", "nearest"):
+            model = create_model(name, 3, upsample=up, **kw)
+            assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules()), (name, up)
+    # default unchanged: the paper's learned, bilinear-initialised upsampling
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in create_model("fcn8s", 3).modules())
+
+
+# --- segmenter -------------------------------------------------------------------------
+
+_TINY_VIT = {"embed_dim": 48, "depth": 2, "heads": 3, "decoder_depth": 1, "ref_size": (64, 64)}
+
+
+def test_segmenter_position_embedding_interpolation():
+    model = _build("segmenter", **_TINY_VIT).eval()
+    assert model.size_divisor == 16 and model.ref_grid == (4, 4)
+    pos = model.encoder.pos_embed
+    # at the reference grid the resize is the identity (done anyway: no size baked into exports)
+    same = nn.functional.interpolate(pos, size=(4, 4), mode="bilinear", align_corners=False)
+    assert torch.allclose(same, pos, atol=1e-6)
+    for h, w in ((32, 96), (112, 48)):  # grids 2x6 and 7x3, neither the reference 4x4
+        with torch.no_grad():
+            y = model(torch.randn(2, 3, h, w))
+        assert y.shape == (2, NUM_CLASSES, h, w) and torch.isfinite(y).all()
+    # the position embeddings are used at other grids: changing them changes the output
+    x = torch.randn(1, 3, 32, 96)
+    with torch.no_grad():
+        before = model(x)
+        pos.add_(torch.randn_like(pos))
+        assert not torch.allclose(model(x), before)
+
+
+@pytest.mark.parametrize("decoder,patch_size", [("linear", 16), ("mask", 8), ("linear", 8)])
+def test_segmenter_decoders_and_patch_sizes(decoder, patch_size):
+    model = _build("segmenter", decoder=decoder, patch_size=patch_size, **_TINY_VIT).train()
+    assert model.size_divisor == patch_size
+    h, w = 3 * patch_size, 5 * patch_size
+    out = model(torch.randn(2, 3, h, w))
+    assert out.shape == (2, NUM_CLASSES, h, w)
+    nn.functional.cross_entropy(out, torch.randint(0, NUM_CLASSES, (2, h, w))).backward()
+    assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    assert model.encoder.pos_embed.grad.abs().sum() > 0
+    with pytest.raises(InputSizeError):
+        model(torch.randn(1, 3, h + patch_size // 2, w))
+
+
+def test_segmenter_linear_is_smaller_than_mask():
+    mask = create_model("segmenter", NUM_CLASSES, **_TINY_VIT)
+    linear = create_model("segmenter", NUM_CLASSES, decoder="linear", **_TINY_VIT)
+    assert count_params(linear) < count_params(mask)
+    assert not any(isinstance(m, nn.Linear) and m.out_features == 3 * 48 for m in linear.decoder.modules())
+
+
+@pytest.mark.parametrize("decoder", ["mask", "linear"])
+def test_segmenter_onnx_dynamic_size(decoder, tmp_path):
+    model = _build("segmenter", decoder=decoder, **_TINY_VIT)
+    # exported at the reference size; run at grids of other sizes and aspect ratios
+    _onnx_roundtrip(model, [(64, 64), (32, 96), (112, 48)], tmp_path / f"segmenter_{decoder}.onnx")
+
+
+def test_segmenter_bad_options():
+    for kw in ({"decoder": "conv"}, {"patch_size": 14}, {"embed_dim": 50}, {"ref_size": (100, 64)}):
+        with pytest.raises(ModelError):
+            create_model("segmenter", 3, **kw)

@@ -13,7 +13,10 @@ spatial dropout (p=0.01 in stage 1, 0.1 after).
 Upsampling: the paper's decoder un-pools with the max-pool indices kept by the
 downsampling bottlenecks (``upsample="unpool"``). MaxUnpool makes OpenVINO about 4x
 slower than ONNX Runtime on ENet, so the default (``"bilinear"``) upsamples the main
-branch bilinearly instead; ``"deconv"`` uses a stride-2 transposed conv there.
+branch bilinearly instead; ``"nearest"`` repeats pixels (the cheapest resize, supported
+by every runtime); ``"deconv"`` uses a stride-2 transposed conv there. With "bilinear" and
+"nearest" the classifier is a 1x1 conv at 1/2 resolution followed by the same resize; with
+"deconv" and "unpool" it is the paper's full-resolution transposed conv.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.errors import ModelError
 from edgeseg.models.base import SegmentationModel
+from edgeseg.models.layers import check_choice
 from edgeseg.models.registry import register_model
 
 PAPER = ("Paszke et al., ENet: A Deep Neural Network Architecture for Real-Time Semantic "
          "Segmentation, 2016, https://arxiv.org/abs/1606.02147")
-UPSAMPLE_MODES = ("bilinear", "deconv", "unpool")
+UPSAMPLE_MODES = ("bilinear", "nearest", "deconv", "unpool")
+RESIZE_MODES = ("bilinear", "nearest")  # parameter-free upsampling, classifier at 1/2 resolution
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -138,9 +142,13 @@ class ScatterMaxUnpool2d(nn.MaxUnpool2d):
         return out.view(n, c, output_size[0], output_size[1])
 
 
+def _resize2x(x, mode: str):
+    return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False if mode == "bilinear" else None)
+
+
 class UpsamplingBottleneck(nn.Module):
     """Doubles resolution. Main branch: 1x1 conv + BN to ``out_ch`` then un-pool / bilinear /
-    transposed conv; side branch: 1x1 reduce, 3x3 stride-2 transposed conv, 1x1 expand."""
+    nearest / transposed conv; side branch: 1x1 reduce, 3x3 stride-2 transposed conv, 1x1 expand."""
 
     def __init__(self, in_ch: int, out_ch: int, mode: str = "bilinear", dropout: float = 0.1,
                  ratio: int = 4):
@@ -171,7 +179,7 @@ class UpsamplingBottleneck(nn.Module):
         elif self.mode == "deconv":
             main = self.up(main)
         else:
-            main = F.interpolate(main, scale_factor=2.0, mode="bilinear", align_corners=False)
+            main = _resize2x(main, self.mode)
         return self.act(main + self.branch(x))
 
 
@@ -182,8 +190,7 @@ class ENet(SegmentationModel):
 
     def __init__(self, num_classes: int, upsample: str = "bilinear", in_channels: int = 3):
         super().__init__(num_classes)
-        if upsample not in UPSAMPLE_MODES:
-            raise ModelError(f"ENet upsample must be one of {', '.join(UPSAMPLE_MODES)}, got '{upsample}'")
+        check_choice("ENet", "upsample", upsample, UPSAMPLE_MODES)
         self.upsample = upsample
         unpool = upsample == "unpool"
         self.initial = InitialBlock(in_channels, 16)
@@ -199,7 +206,7 @@ class ENet(SegmentationModel):
         self.stage4 = nn.Sequential(RegularBottleneck(64), RegularBottleneck(64))
         self.up5 = UpsamplingBottleneck(64, 16, upsample)
         self.stage5 = RegularBottleneck(16)
-        if upsample == "bilinear":
+        if upsample in RESIZE_MODES:
             # classify at /2 and resize: cheaper than a full-resolution transposed conv
             self.classifier = nn.Conv2d(16, num_classes, 1)
         else:
@@ -222,8 +229,8 @@ class ENet(SegmentationModel):
         out = self.stage4(self.up4(out, idx2))
         out = self.stage5(self.up5(out, idx1))
         out = self.classifier(out)
-        if self.upsample == "bilinear":
-            out = F.interpolate(out, scale_factor=2.0, mode="bilinear", align_corners=False)
+        if self.upsample in RESIZE_MODES:
+            out = _resize2x(out, self.upsample)
         return out
 
 

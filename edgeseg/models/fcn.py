@@ -12,6 +12,11 @@ once; FCN-16s and FCN-8s first fuse scores predicted from pool4 and pool3 (skip
 connections), each upsampling step a transposed conv initialised to bilinear
 interpolation and learned. Convs are padded, so the score maps align with the input
 without the paper's 100-pixel padding and crop; inputs must be multiples of 32.
+
+Upsampling (``upsample=``): ``"deconv"`` (default: transposed convs initialised to
+bilinear interpolation, all learned; the paper learns the 2x steps and keeps its final
+one fixed to bilinear), ``"bilinear"`` or ``"nearest"`` (fixed, parameter-free resizes at
+the same points, F.interpolate / ONNX Resize).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from torch import nn
 
 from edgeseg.errors import ModelError
 from edgeseg.models.base import SegmentationModel
-from edgeseg.models.layers import ConvBNReLU, bilinear_kernel, init_weights
+from edgeseg.models.layers import ConvBNReLU, Interpolate, bilinear_kernel, check_choice, init_weights
 from edgeseg.models.registry import register_model
 
 PAPER = ("Long, Shelhamer, Darrell, Fully Convolutional Networks for Semantic Segmentation, 2015, "
          "https://arxiv.org/abs/1411.4038")
 CONVS_PER_STAGE = (2, 2, 3, 3, 3)
+UPSAMPLE_MODES = ("deconv", "bilinear", "nearest")
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -48,19 +54,26 @@ class Upsample(nn.ConvTranspose2d):
             self.weight.copy_(bilinear_kernel(channels, channels, 2 * factor))
 
 
+def make_upsample(channels: int, factor: int, mode: str) -> nn.Module:
+    return Upsample(channels, factor) if mode == "deconv" else Interpolate(factor, mode)
+
+
 # --- model -----------------------------------------------------------------------------
 
 class FCN(SegmentationModel):
     size_divisor = 32
 
     def __init__(self, num_classes: int, variant: str = "8s", widths=(32, 64, 128, 256, 256),
-                 fc_channels: int = 512, dropout: float = 0.5, in_channels: int = 3):
+                 fc_channels: int = 512, dropout: float = 0.5, upsample: str = "deconv",
+                 in_channels: int = 3):
         super().__init__(num_classes)
+        check_choice("FCN", "upsample", upsample, UPSAMPLE_MODES)
         if variant not in ("32s", "16s", "8s"):
             raise ModelError(f"FCN variant must be 32s, 16s or 8s, got '{variant}'")
         if len(widths) != 5:
             raise ModelError(f"FCN needs 5 stage widths, got {len(widths)}")
         self.variant = variant
+        self.upsample = upsample
         chans = (in_channels, *widths)
         self.stages = nn.ModuleList(vgg_stage(chans[i], chans[i + 1], n) for i, n in enumerate(CONVS_PER_STAGE))
         # fc6 (7x7 in the paper) as a 3x3 conv and fc7 as a 1x1 conv: keeps the CPU cost low
@@ -68,16 +81,16 @@ class FCN(SegmentationModel):
                                 ConvBNReLU(fc_channels, fc_channels, 1), nn.Dropout2d(dropout))
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
         if variant == "32s":
-            self.up_final = Upsample(num_classes, 32)
+            self.up_final = make_upsample(num_classes, 32, upsample)
         else:
             self.score_pool4 = nn.Conv2d(widths[3], num_classes, 1)
-            self.up2 = Upsample(num_classes, 2)
+            self.up2 = make_upsample(num_classes, 2, upsample)
             if variant == "16s":
-                self.up_final = Upsample(num_classes, 16)
+                self.up_final = make_upsample(num_classes, 16, upsample)
             else:
                 self.score_pool3 = nn.Conv2d(widths[2], num_classes, 1)
-                self.up2_pool4 = Upsample(num_classes, 2)
-                self.up_final = Upsample(num_classes, 8)
+                self.up2_pool4 = make_upsample(num_classes, 2, upsample)
+                self.up_final = make_upsample(num_classes, 8, upsample)
         init_weights(self)
         # the paper zero-initialises the skip score layers so training starts from the
         # coarser net's prediction and the skips add detail

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.errors import ModelError
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` without losing more than 10%.
@@ -73,6 +75,31 @@ def resize_to(x: torch.Tensor, size) -> torch.Tensor:
     """Bilinear resize to ``size`` (H, W). align_corners=False maps to ONNX Resize half_pixel,
     which every runtime we target implements the same way."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def check_choice(model: str, option: str, value, choices) -> None:
+    """Raise a ModelError naming the valid choices when ``value`` is not one of them."""
+    if value not in choices:
+        raise ModelError(f"{model} {option} must be one of {', '.join(map(str, choices))}, got '{value}'")
+
+
+class Interpolate(nn.Module):
+    """Parameter-free x``scale`` upsampling, ``mode`` "bilinear" (align_corners=False, ONNX
+    Resize half_pixel) or "nearest" (ONNX Resize asymmetric/floor: each pixel repeated)."""
+
+    def __init__(self, scale: int, mode: str = "bilinear"):
+        super().__init__()
+        if mode not in ("bilinear", "nearest"):
+            raise ModelError(f"Interpolate mode must be bilinear or nearest, got '{mode}'")
+        self.scale = int(scale)
+        self.mode = mode
+
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=float(self.scale), mode=self.mode,
+                             align_corners=False if self.mode == "bilinear" else None)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, mode={self.mode}"
 
 
 def bilinear_kernel(in_ch: int, out_ch: int, kernel_size: int) -> torch.Tensor:

@@ -29,9 +29,10 @@ from torch import nn
 
 from edgeseg.errors import ModelError
 from edgeseg.models.base import SegmentationModel
-from edgeseg.models.layers import init_weights
+from edgeseg.models.layers import check_choice, init_weights
 from edgeseg.models.registry import register_model
 
+UPSAMPLE_MODES = ("deconv", "bilinear", "nearest")
 PAPER = ("Ronneberger, Fischer, Brox, U-Net: Convolutional Networks for Biomedical Image "
          "Segmentation, 2015, https://arxiv.org/abs/1505.04597")
 
@@ -50,7 +51,8 @@ class DoubleConv(nn.Sequential):
 
 class Up(nn.Module):
     """x2 upsampling that halves the channels: a 2x2 stride-2 transposed conv (paper's
-    "up-convolution") or bilinear resize + 1x1 conv (no checkerboard artefacts)."""
+    "up-convolution"), or a bilinear or nearest resize + 1x1 conv (no checkerboard
+    artefacts)."""
 
     def __init__(self, in_ch: int, out_ch: int, mode: str = "deconv"):
         super().__init__()
@@ -63,7 +65,8 @@ class Up(nn.Module):
     def forward(self, x):
         if self.mode == "deconv":
             return self.up(x)
-        return self.up(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        return self.up(F.interpolate(x, scale_factor=2.0, mode=self.mode,
+                                     align_corners=False if self.mode == "bilinear" else None))
 
 
 # --- model -----------------------------------------------------------------------------
@@ -72,11 +75,11 @@ class UNet(SegmentationModel):
     def __init__(self, num_classes: int, base_channels: int = 32, depth: int = 4,
                  upsample: str = "deconv", valid: bool = False, in_channels: int = 3):
         super().__init__(num_classes)
-        if upsample not in ("deconv", "bilinear"):
-            raise ModelError(f"UNet upsample must be 'deconv' or 'bilinear', got '{upsample}'")
+        check_choice("UNet", "upsample", upsample, UPSAMPLE_MODES)
         if not 1 <= depth <= 6:
             raise ModelError(f"UNet depth must be between 1 and 6, got {depth}")
         self.depth = depth
+        self.upsample = upsample
         self.valid = valid
         self.size_divisor = 2 ** depth
         pad = 0 if valid else 1
