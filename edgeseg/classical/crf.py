@@ -129,7 +129,12 @@ def _check_compat(compatibility, c: int) -> np.ndarray | None:
 class _Lattice:
     """Permutohedral lattice for fixed ``features`` (N x d, already divided by the
     kernel's standard deviations). ``filter(v)`` ~ ``sum_j exp(-|f_i - f_j|^2 / 2) v_j``
-    up to a constant factor (normalise with ``filter(ones)``)."""
+    up to a constant factor (normalise with ``filter(ones)``).
+
+    Lattice points are hashed as mixed-radix int64 codes of their first d coordinates,
+    so a neighbour's code is the point's code plus a constant per axis. Pixels sharing a
+    simplex are grouped first, so only distinct simplices' vertices are hashed.
+    """
 
     def __init__(self, features: np.ndarray):
         f = np.asarray(features, dtype=np.float64)
@@ -138,81 +143,79 @@ class _Lattice:
         # elevate onto the hyperplane x . 1 = 0 of R^{d+1} (Adams et al. 2010, p.5)
         inv_std = np.sqrt(2.0 / 3.0) * d1
         scale = inv_std / np.sqrt((np.arange(d) + 1.0) * (np.arange(d) + 2.0))
-        cf = f * scale
-        suffix = np.concatenate([np.cumsum(cf[:, ::-1], axis=1)[:, ::-1], np.zeros((n, 1))], axis=1)
-        elevated = np.empty((n, d1))
-        elevated[:, 0] = suffix[:, 0]
-        elevated[:, 1:] = suffix[:, 1:] - np.arange(1, d1) * cf
+        cf = [f[:, i] * scale[i] for i in range(d)]
+        elevated = [None] * d1
+        acc = np.zeros(n)
+        for j in range(d, 0, -1):
+            elevated[j] = acc - j * cf[j - 1]
+            acc = acc + cf[j - 1]
+        elevated[0] = acc
         # closest remainder-0 point, then the simplex containing the point (by ranking)
-        rd = np.rint(elevated / d1)
-        rem0 = (rd * d1).astype(np.int64)
-        total = rd.sum(axis=1).astype(np.int64)
-        diff = elevated - rem0
-        order = np.argsort(-diff, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        rows = np.arange(n)[:, None]
-        rank[rows, order] = np.arange(d1)
-        rank += total[:, None]
-        low = rank < 0
-        high = rank > d
-        rank[low] += d1
-        rem0[low] += d1
-        rank[high] -= d1
-        rem0[high] -= d1
+        rd = [np.rint(e / d1) for e in elevated]
+        rem0 = [(r * d1).astype(np.int64) for r in rd]
+        total = np.rint(sum(rd)).astype(np.int64)
+        diff = [e - r for e, r in zip(elevated, rem0)]
+        rank = [total.copy() for _ in range(d1)]
+        for i in range(d1):
+            for j in range(i + 1, d1):
+                less = diff[i] < diff[j]
+                rank[i] += less
+                rank[j] += ~less
+        for i in range(d1):
+            low = rank[i] < 0
+            high = rank[i] > d
+            rank[i][low] += d1
+            rem0[i][low] += d1
+            rank[i][high] -= d1
+            rem0[i][high] -= d1
         # barycentric coordinates (p.10)
-        v = (elevated - rem0) / d1
+        rows = np.arange(n)
         bary = np.zeros((n, d1 + 1))
-        bary[rows, d - rank] += v
-        bary[rows, d - rank + 1] -= v
+        for i in range(d1):
+            v = (elevated[i] - rem0[i]) / d1
+            bary[rows, d - rank[i]] += v
+            bary[rows, d - rank[i] + 1] -= v
         bary[:, 0] += 1.0 + bary[:, d1]
         bary = bary[:, :d1]
-        # the d+1 vertices of the simplex: keys of d integer coordinates each
-        keys = np.empty((d1, n, d), dtype=np.int64)
+        # mixed-radix codes; the margins keep every vertex and neighbour inside its digit
+        lo = np.array([r.min() for r in rem0[:d]]) - 2 * d1
+        span = np.array([r.max() for r in rem0[:d]]) + 2 * d1 + 1 - lo
+        if np.prod(span.astype(np.float64)) * d1 ** d >= 2.0 ** 62:
+            raise ConfigError(
+                "the CRF's bilateral lattice is too fine for this image: raise srgb or sxy_bilateral, "
+                "or use downsample"
+            )
+        radix = np.cumprod(np.concatenate([[1], span[:-1]])).astype(np.int64)
+        base = sum((rem0[i] - lo[i]) * radix[i] for i in range(d))
+        rank_code = sum(rank[i] * d1 ** i for i in range(d))
+        # group pixels by simplex
+        simplex_inv, rep = _group(base * d1 ** d + rank_code)
+        # the d+1 vertices of each distinct simplex: rem0 + canonical(remainder, rank)
+        rbase, rrank = base[rep], [rank[i][rep] for i in range(d)]
+        rsum = int(radix.sum())
+        vcodes = np.empty((rep.size, d1), dtype=np.int64)
         for r in range(d1):
-            keys[r] = rem0[:, :d] + np.where(rank[:, :d] <= d - r, r, r - d1)
-        keys = keys.reshape(-1, d)
-        lo = keys.min(axis=0) - d1
-        span = keys.max(axis=0) - lo + d1 + 1
-        if np.prod(span.astype(np.float64)) < 2.0 ** 62:
-            radix = np.cumprod(np.concatenate([[1], span[:-1]])).astype(np.int64)
-            encode = lambda k: (k - lo) @ radix  # noqa: E731
-        else:  # pragma: no cover - only for tiny srgb/sxy on huge images
-            encode = None
-        if encode is not None:
-            codes = encode(keys)
-            uniq, inverse = np.unique(codes, return_inverse=True)
-        else:  # pragma: no cover
-            uniq_keys, inverse = np.unique(keys, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        m = int(inverse.max()) + 1
+            wrap = sum(radix[i] * (rrank[i] > d - r) for i in range(d))
+            vcodes[:, r] = rbase + r * rsum - d1 * wrap
+        vinv, vrep = _group(vcodes.reshape(-1))
+        uniq = vcodes.reshape(-1)[vrep]  # sorted
+        m = uniq.size
         self.size = m
-        pix = np.tile(np.arange(n), d1)
-        weights = bary.T.reshape(-1).astype(np.float32)
-        self.splat = sparse.csr_matrix((weights, (inverse, pix)), shape=(m, n))
-        self.slice = self.splat.T.tocsr()
-        # neighbours of every lattice point along each of the d+1 lattice axes
-        if encode is not None:
-            vertex_keys = np.empty((m, d), dtype=np.int64)
-            vertex_keys[inverse] = keys
-        else:  # pragma: no cover
-            vertex_keys = uniq_keys
+        vertex = vinv.reshape(-1, d1)[simplex_inv]  # N x (d+1) lattice point ids
+        # slice: N x M with d+1 barycentric weights per row; splat is its transpose
+        self.slice = sparse.csr_matrix(
+            (bary.astype(np.float32).reshape(-1), vertex.reshape(-1), np.arange(0, n * d1 + 1, d1)),
+            shape=(n, m))
+        self.splat = self.slice.T.tocsr()
+        # neighbours along each of the d+1 lattice axes: key -1 everywhere, +d on axis j
         self.neighbours = []
         for j in range(d1):
-            n1 = vertex_keys - 1
-            n2 = vertex_keys + 1
-            if j < d:
-                n1[:, j] = vertex_keys[:, j] + d
-                n2[:, j] = vertex_keys[:, j] - d
+            step = -rsum + (d1 * int(radix[j]) if j < d else 0)
             pair = []
-            for nk in (n1, n2):
-                if encode is not None:
-                    c = encode(nk)
-                    idx = np.searchsorted(uniq, c)
-                    idx[idx >= m] = m - 1
-                    found = uniq[idx] == c
-                else:  # pragma: no cover
-                    found, idx = _find_rows(uniq_keys, nk)
-                pair.append(np.where(found, idx, m))  # m = the zero row
+            for c in (uniq + step, uniq - step):
+                idx = np.searchsorted(uniq, c)
+                idx[idx >= m] = m - 1
+                pair.append(np.where(uniq[idx] == c, idx, m))  # m = the zero row
             self.neighbours.append(tuple(pair))
 
     def filter(self, values: np.ndarray) -> np.ndarray:
@@ -225,20 +228,30 @@ class _Lattice:
         return self.slice @ v
 
 
-def _find_rows(table: np.ndarray, rows: np.ndarray):  # pragma: no cover - fallback path
-    view = lambda a: np.ascontiguousarray(a).view([("", a.dtype)] * a.shape[1]).reshape(-1)  # noqa: E731
-    t, r = view(table), view(rows)
-    idx = np.searchsorted(t, r)
-    idx[idx >= len(t)] = len(t) - 1
-    return t[idx] == r, idx
+def _group(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(inverse, first)``: group id of each code (groups numbered in sorted code order)
+    and one index per group."""
+    perm = np.argsort(codes)
+    s = codes[perm]
+    flag = np.empty(s.size, dtype=bool)
+    flag[:1] = True
+    np.not_equal(s[1:], s[:-1], out=flag[1:])
+    inverse = np.empty(s.size, dtype=np.int64)
+    inverse[perm] = np.cumsum(flag) - 1
+    return inverse, perm[flag]
 
 
 # --------------------------------------------------------------------------- inference
 
-def _softmax_hwc(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=-1, keepdims=True)
+def _softmax_hwc(logits: np.ndarray, shift: bool = True) -> np.ndarray:
+    """In-place softmax over the last axis. ``shift=False`` skips subtracting the max
+    (callers use it when |logits| is known to be small enough for float32 exp)."""
+    c = logits.shape[-1]
+    flat = logits.reshape(-1, c)
+    if shift:
+        flat -= flat.max(axis=1, keepdims=True)
+    np.exp(flat, out=flat)
+    flat /= (flat @ np.ones(c, dtype=flat.dtype))[:, None]
     return logits
 
 
@@ -247,6 +260,9 @@ def _mean_field_numpy(unary_hwc, image_rgb, iterations, sxy_g, w_g, sxy_b, srgb,
     q = _softmax_hwc(-unary_hwc)
     if iterations == 0:
         return q
+    # |logit| <= max unary + max pairwise: skip the max-shift of the softmax when exp is safe
+    pair_max = (w_g + w_b) * (1.0 if mu is None else float(np.abs(mu).sum(axis=1).max()))
+    shift = float(unary_hwc.max()) + pair_max > 60.0
     lattice = None
     if w_b > 0:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -267,7 +283,7 @@ def _mean_field_numpy(unary_hwc, image_rgb, iterations, sxy_g, w_g, sxy_b, srgb,
             logits = pairwise - unary_hwc
         else:
             logits = -unary_hwc - (pairwise.reshape(-1, c) @ mu.T).reshape(h, w, c)
-        q = _softmax_hwc(logits)
+        q = _softmax_hwc(logits, shift=shift)
     return q
 
 
