@@ -39,57 +39,89 @@ def _parse_kwargs(items: list[str] | None) -> dict:
 def train_cmd(
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `edgeseg models`).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (CamVid, Cityscapes, VOC or images/+masks/).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (on --resume: the new total).")] = None,
-    img_size: Annotated[Optional[str], typer.Option(help="Training crop HxW; default: image size rounded up to the stride.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step (summed over processes under torchrun).")] = 8,
-    loss: Annotated[str, typer.Option(help="Loss spec, e.g. ce, ohem, wce:enet+0.5*dice.")] = "ce",
-    optimizer: Annotated[Optim, typer.Option(help="Optimizer.")] = Optim.adamw,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (default 2e-3 AdamW, 1e-2 SGD).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 1e-4 AdamW, 5e-4 SGD).")] = None,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule after warm-up.")] = Schedule.poly,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs.")] = 1.0,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder for last.pt, best.pt, metrics.jsonl.")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="Start from a named recipe (see `edgeseg recipes`); options given here override it.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [100] (on --resume: the new total).")] = None,
+    img_size: Annotated[Optional[str], typer.Option(help="Training crop HxW [image size rounded up to the stride].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step, summed over processes under torchrun [8].")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="Loss spec, e.g. ce, ohem, wce:enet+0.5*dice [ce].")] = None,
+    optimizer: Annotated[Optional[Optim], typer.Option(help="Optimizer [adamw].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate [2e-3 AdamW, 1e-2 SGD].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [1e-4 AdamW, 5e-4 SGD].")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warm-up [poly].")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warm-up length in epochs [1].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder for last.pt, best.pt, metrics.jsonl [runs/MODEL].")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a last.pt.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
-    patience: Annotated[int, typer.Option(help="Stop after this many evaluations without a better val mIoU (0 = never).")] = 0,
-    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
-    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm under torchrun.")] = False,
-    val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
-    scale: Annotated[str, typer.Option(help="Random scale range MIN,MAX.")] = "0.5,2.0",
-    rotate: Annotated[float, typer.Option(help="Random rotation limit in degrees (0 = off).")] = 0.0,
-    elastic: Annotated[bool, typer.Option(help="Elastic deformation.")] = False,
-    hflip: Annotated[bool, typer.Option(help="Random horizontal flip.")] = True,
-    color_jitter: Annotated[bool, typer.Option(help="Colour jitter.")] = True,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto [auto].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [0].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes [2].")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after this many evaluations without a better val mIoU; 0 = never [0].")] = None,
+    amp: Annotated[Optional[bool], typer.Option(help="Mixed precision on CUDA [on].")] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option(help="SyncBatchNorm under torchrun [off].")] = None,
+    val_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs [1].")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="Random scale range MIN,MAX [0.5,2.0].")] = None,
+    rotate: Annotated[Optional[float], typer.Option(help="Random rotation limit in degrees; 0 = off [0].")] = None,
+    elastic: Annotated[Optional[bool], typer.Option(help="Elastic deformation [off].")] = None,
+    hflip: Annotated[Optional[bool], typer.Option(help="Random horizontal flip [on].")] = None,
+    color_jitter: Annotated[Optional[bool], typer.Option(help="Colour jitter [on].")] = None,
     model_arg: Annotated[Optional[list[str]], typer.Option(help="Model argument KEY=VALUE (repeatable).")] = None,
-    steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (0 = one pass over the data).")] = 0,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(help="Steps per epoch; 0 = one pass over the data [0].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch [PyTorch's default].")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Train a segmentation model; writes last.pt, best.pt (by val mIoU) and metrics.jsonl."""
+    from edgeseg.recipes import load_recipe
     from edgeseg.train import TrainConfig, parse_size, train
 
-    if resume is None and (model is None or data is None):
-        raise ConfigError("give --model and --data (or --resume LAST.pt)")
-    try:
-        lo, hi = (float(v) for v in scale.split(","))
-    except ValueError:
-        raise ConfigError(f"--scale '{scale}' is not MIN,MAX (e.g. 0.5,2.0)") from None
-    cfg = TrainConfig(
-        model=model or "", data=str(data or ""), epochs=epochs or (0 if resume else 100),
-        img_size=parse_size(img_size), batch_size=batch_size, loss=loss, optimizer=optimizer.value, lr=lr,
-        weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
-        out=str(out) if out else ("" if resume else f"runs/{model}"), device=device, seed=seed,
-        workers=workers, patience=patience, amp=amp, sync_bn=sync_bn, val_every=val_every, scale=(lo, hi),
-        rotate=rotate, elastic=elastic, hflip=hflip, color_jitter=color_jitter,
-        model_kwargs=_parse_kwargs(model_arg), steps_per_epoch=steps_per_epoch, progress=progress,
-    )
+    given = {
+        "model": model, "data": str(data) if data else None, "epochs": epochs, "img_size": parse_size(img_size),
+        "batch_size": batch_size, "loss": loss, "optimizer": optimizer.value if optimizer else None, "lr": lr,
+        "weight_decay": weight_decay, "schedule": schedule.value if schedule else None,
+        "warmup_epochs": warmup_epochs, "out": str(out) if out else None, "device": device, "seed": seed,
+        "workers": workers, "patience": patience, "amp": amp, "sync_bn": sync_bn, "val_every": val_every,
+        "scale": _parse_range(scale) if scale else None, "rotate": rotate, "elastic": elastic, "hflip": hflip,
+        "color_jitter": color_jitter, "model_kwargs": _parse_kwargs(model_arg) if model_arg else None,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if resume is not None:
+        cfg = TrainConfig(model="", data="", epochs=given.get("epochs", 0), out=given.get("out", ""),
+                          workers=given.get("workers", 2), progress=progress)
+    else:
+        settings = load_recipe(recipe) if recipe else {}
+        settings.update(given)
+        if not settings.get("model") or not settings.get("data"):
+            raise ConfigError("give --model and --data (or --recipe NAME --data DIR, or --resume LAST.pt)")
+        settings.setdefault("out", f"runs/{settings['model']}")
+        cfg = TrainConfig.from_dict({**settings, "progress": progress})
     result = train(cfg, resume=resume, log=typer.echo)
     from edgeseg.train import distributed
 
     if distributed.is_main():
         typer.echo(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']}; "
                    f"checkpoints in {result['out']}")
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scale '{text}' is not MIN,MAX (e.g. 0.5,2.0)") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"--scale '{text}' needs 0 < MIN <= MAX")
+    return lo, hi
+
+
+def recipes_cmd():
+    """List the training recipes shipped with edgeseg."""
+    from edgeseg.recipes import list_recipes, load_recipe
+
+    for name in list_recipes():
+        r = load_recipe(name)
+        typer.echo(f"{name}: {r.get('description', '')}")
 
 
 def eval_cmd(
@@ -147,5 +179,6 @@ def predict_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
+    app.command("recipes")(recipes_cmd)
     app.command("eval")(eval_cmd)
     app.command("predict")(predict_cmd)
