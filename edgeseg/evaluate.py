@@ -15,11 +15,13 @@ from edgeseg.train.trainer import check_dataset, evaluate_model, pad_collate, re
 
 
 def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, device: str = "cpu",
-             data_format: str = "auto", workers: int = 0, boundary_tolerance: int | None = None) -> dict:
+             data_format: str = "auto", workers: int = 0, boundary_tolerance: int | None = None,
+             mode: str = "whole", crf: bool = False, **infer_opts) -> dict:
     """Metrics of ``checkpoint`` on ``data/split`` as a JSON-able dict.
 
     Images are padded (never resized) to the model's stride; padded pixels are ignored,
-    so the numbers are those of the original resolution.
+    so the numbers are those of the original resolution. ``mode`` (tile, tta) and ``crf``
+    select the inference of :func:`edgeseg.predict.segment_image`, image by image.
     """
     from edgeseg.data import build_eval_transform, open_dataset
     from edgeseg.metrics import boundary_f1
@@ -31,6 +33,8 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
     dev = resolve_device(device)
     model.to(dev)
+    if mode != "whole" or crf:
+        return _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf, infer_opts)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         collate_fn=partial(pad_collate, ignore_index=info.ignore_index, divisor=model.size_divisor))
     t0 = time.perf_counter()
@@ -60,3 +64,19 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
 
 def write_json(result: dict, path) -> None:
     atomic_write_text(Path(path), json.dumps(result, indent=2) + "\n")
+
+
+def _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf, infer_opts) -> dict:
+    from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.predict import segment_image
+
+    cm = ConfusionMatrix(info.num_classes, info.ignore_index)
+    t0 = time.perf_counter()
+    for i in range(len(dataset)):
+        image, mask = dataset.read(i)
+        pred, _ = segment_image(model, info, image, mode=mode, crf=crf, **infer_opts)
+        cm.update(pred, mask)
+    elapsed = time.perf_counter() - t0
+    return {"checkpoint": str(checkpoint), "model": model.model_name, "data": str(data), "split": split,
+            "images": len(dataset), "mode": mode, "crf": crf, **cm.summary(info.classes),
+            "seconds": round(elapsed, 3), "ms_per_image": round(1000 * elapsed / max(1, len(dataset)), 1)}

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from edgeseg.data.info import DatasetInfo
 from edgeseg.errors import DataError
@@ -35,27 +34,38 @@ def overlay(image_rgb: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -
     return cv2.addWeighted(image_rgb, 1.0 - alpha, color_mask, alpha, 0.0)
 
 
-@torch.no_grad()
-def predict_image(model, info: DatasetInfo, image_rgb: np.ndarray) -> np.ndarray:
-    """Class map (H, W) for one RGB image at its own resolution (padded to the stride, then cropped)."""
-    from edgeseg.data import normalize, pad_to_multiple
+def predict_image(model, info: DatasetInfo, image_rgb: np.ndarray, *, mode: str = "whole",
+                  crf: bool = False, **opts) -> np.ndarray:
+    """Class map (H, W) for one RGB image at its own resolution.
 
-    h, w = image_rgb.shape[:2]
-    padded, _ = pad_to_multiple(image_rgb, model.size_divisor)
-    x = torch.from_numpy(normalize(padded, info.mean, info.std))[None]
-    model.eval()
-    logits = model(x.to(next(model.parameters()).device))
-    return logits.argmax(1)[0, :h, :w].cpu().numpy().astype(np.uint8)
+    ``mode`` is ``whole`` (padded to the stride, then cropped), ``tile`` or ``tta`` (see
+    :mod:`edgeseg.inference`); ``crf`` refines the probabilities with a dense CRF.
+    """
+    return segment_image(model, info, image_rgb, mode=mode, crf=crf, **opts)[0]
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def segment_image(model, info: DatasetInfo, image_rgb: np.ndarray, *, mode: str = "whole",
+                  crf: bool = False, **opts) -> tuple[np.ndarray, np.ndarray]:
+    """``(class map H x W uint8, probabilities C x H x W)``, optionally refined by a dense CRF."""
+    from edgeseg.inference import infer_image
+
+    classes, probs = infer_image(model, info, image_rgb, mode=mode, **opts)
+    if crf:
+        from edgeseg.classical.crf import dense_crf
+
+        probs = dense_crf(probs, image_rgb)
+        classes = probs.argmax(0).astype(np.uint8)
+    return classes, probs
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:  # pragma: no cover - cv2 encodes any uint8 array
         raise DataError(f"cannot encode '{path}'")
     atomic_write_bytes(path, lambda f: f.write(buf.tobytes()))
 
 
-def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5) -> list[dict]:
+def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5, **infer_opts) -> list[dict]:
     """Write ``<stem>_mask.png`` (class ids), ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
     paths = [Path(p) for p in images]
     decoded = [read_rgb(p) for p in paths]  # every input checked before any output is written
@@ -63,13 +73,13 @@ def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path, rgb in zip(paths, decoded):
-        mask = predict_image(model, info, rgb)
+        mask = predict_image(model, info, rgb, **infer_opts)
         color = colorize(mask, info)
         files = {"mask": out_dir / f"{path.stem}_mask.png", "color": out_dir / f"{path.stem}_color.png",
                  "overlay": out_dir / f"{path.stem}_overlay.png"}
-        _write_png(files["mask"], mask)
-        _write_png(files["color"], cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
-        _write_png(files["overlay"], cv2.cvtColor(overlay(rgb, color, alpha), cv2.COLOR_RGB2BGR))
+        write_png(files["mask"], mask)
+        write_png(files["color"], cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
+        write_png(files["overlay"], cv2.cvtColor(overlay(rgb, color, alpha), cv2.COLOR_RGB2BGR))
         counts = np.bincount(mask.ravel(), minlength=info.num_classes)
         written.append({"image": str(path), **{k: str(v) for k, v in files.items()},
                         "classes": {info.classes[i]: round(float(c) / mask.size, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -42,3 +43,18 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("train", "eval", "predict", "models", "data"):
         assert cmd in out
+
+
+def test_segment_kmeans_images_and_scores(tiny_camvid, tmp_path, capsys):
+    import cv2
+
+    image = sorted((tiny_camvid / "val").iterdir())[0]
+    assert main(["segment", str(image), "-k", "4", "--out", str(tmp_path / "seg")]) == 0
+    clusters = cv2.imread(str(tmp_path / "seg" / f"{image.stem}_clusters.png"), cv2.IMREAD_UNCHANGED)
+    assert clusters.shape == (64, 96) and clusters.max() < 4
+    assert main(["segment", "--data", str(tiny_camvid), "-k", "12", "--json", str(tmp_path / "k.json")]) == 0
+    scores = json.loads((tmp_path / "k.json").read_text())
+    # Flat class colours plus light noise: clusters recover the classes almost exactly.
+    assert scores["miou"] > 0.9
+    assert "majority-vote" in capsys.readouterr().out
+    assert main(["segment", str(image), "-k", "1"]) == 2

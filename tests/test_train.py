@@ -139,6 +139,21 @@ def test_cli_train_eval_predict(small_data, tmp_path, capsys):
     assert np.array_equal(color, palette[mask])
     assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()
 
+    # Tiled and test-time-augmented inference, and CRF refinement, through the same commands.
+    code, stdout, err = run_cli(["predict", out / "best.pt", image, "--out", tmp_path / "tiled", "--mode", "tile",
+                                 "--tile", "32x64"], capsys)
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "tiled" / f"{image.stem}_mask.png"), 0).shape == src.shape[:2]
+    for extra in (["--mode", "tta", "--scales", "0.5,1.0"], ["--crf"]):
+        code, stdout, err = run_cli(["eval", out / "best.pt", "--data", small_data, "--json", tmp_path / "x.json",
+                                     *extra], capsys)
+        assert code == 0, err
+        scored = json.loads((tmp_path / "x.json").read_text())
+        assert 0.0 <= scored["miou"] <= 1.0 and scored["ms_per_image"] > 0
+    assert scored["crf"] is True
+    code, _, err = run_cli(["predict", out / "best.pt", image, "--mode", "tile"], capsys)
+    assert code != 0 and "--tile" in err
+
 
 @pytest.mark.parametrize("args, needle", [
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),

@@ -23,11 +23,13 @@ def _register_commands():
     # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
     from edgeseg.cli import data as data_cli
     from edgeseg.cli import models as models_cli
+    from edgeseg.cli import segment as segment_cli
     from edgeseg.cli import train as train_cli
 
     app.add_typer(data_cli.app, name="data")
     models_cli.register(app)
     train_cli.register(app)
+    segment_cli.register(app)
 
 
 _register_commands()

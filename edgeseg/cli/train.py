@@ -124,6 +124,39 @@ def recipes_cmd():
         typer.echo(f"{name}: {r.get('description', '')}")
 
 
+class Mode(str, Enum):
+    whole = "whole"
+    tile = "tile"
+    tta = "tta"
+
+
+def _infer_opts(mode: Mode, tile: str | None, overlap: float, scales: str, flip: bool, crf: bool) -> dict:
+    """Keyword arguments for edgeseg.predict.segment_image from the shared CLI options."""
+    from edgeseg.train import parse_size
+
+    opts = {"mode": mode.value, "crf": crf}
+    if mode == Mode.tile:
+        if tile is None:
+            raise ConfigError("--mode tile needs --tile HxW (e.g. --tile 256x256)")
+        opts.update(tile=parse_size(tile), overlap=overlap)
+    elif mode == Mode.tta:
+        try:
+            opts.update(scales=tuple(float(s) for s in scales.split(",")), flip=flip)
+        except ValueError:
+            raise ConfigError(f"--scales '{scales}' is not a comma-separated list of numbers") from None
+        if tile is not None:
+            opts.update(tile=parse_size(tile), overlap=overlap)
+    return opts
+
+
+ModeOpt = Annotated[Mode, typer.Option(help="Inference: whole image, overlapping tiles, or test-time augmentation.")]
+TileOpt = Annotated[Optional[str], typer.Option(help="Tile size HxW for --mode tile (or tta on tiles).")]
+OverlapOpt = Annotated[float, typer.Option(help="Tile overlap fraction.")]
+ScalesOpt = Annotated[str, typer.Option(help="TTA scales, comma-separated.")]
+FlipOpt = Annotated[bool, typer.Option(help="TTA horizontal flip.")]
+CrfOpt = Annotated[bool, typer.Option(help="Refine with a dense CRF (slower).")]
+
+
 def eval_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt).")],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
@@ -132,6 +165,12 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     boundary_f1: Annotated[Optional[int], typer.Option(help="Also compute boundary F1 with this pixel tolerance.")] = None,
+    mode: ModeOpt = Mode.whole,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = 0.33,
+    scales: ScalesOpt = "0.75,1.0,1.25",
+    flip: FlipOpt = True,
+    crf: CrfOpt = False,
 ):
     """Score a checkpoint: per-class IoU table, mIoU, pixel accuracy."""
     from rich.console import Console
@@ -139,8 +178,11 @@ def eval_cmd(
 
     from edgeseg.evaluate import evaluate, write_json
 
+    opts = _infer_opts(mode, tile, overlap, scales, flip, crf)
+    if boundary_f1 is not None and (mode != Mode.whole or crf):
+        raise ConfigError("--boundary-f1 works with --mode whole and no --crf")
     result = evaluate(checkpoint, data, split, batch_size=batch_size, device=device,
-                      boundary_tolerance=boundary_f1)
+                      boundary_tolerance=boundary_f1, **opts)
     table = Table(title=f"{result['model']} on {data} / {split} ({result['images']} images)")
     table.add_column("class")
     table.add_column("IoU", justify="right")
@@ -164,6 +206,12 @@ def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     alpha: Annotated[float, typer.Option(help="Overlay opacity (0-1).")] = 0.5,
+    mode: ModeOpt = Mode.whole,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = 0.33,
+    scales: ScalesOpt = "0.75,1.0,1.25",
+    flip: FlipOpt = True,
+    crf: CrfOpt = False,
 ):
     """Write class-index masks, colour masks and overlays for images."""
     from edgeseg.predict import predict_files
@@ -172,7 +220,8 @@ def predict_cmd(
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be between 0 and 1, got {alpha}")
     model, info, _ = load_model(checkpoint)
-    for item in predict_files(model, info, images, out, alpha=alpha):
+    opts = _infer_opts(mode, tile, overlap, scales, flip, crf)
+    for item in predict_files(model, info, images, out, alpha=alpha, **opts):
         top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(item["classes"].items(), key=lambda kv: -kv[1])[:3])
         typer.echo(f"{item['image']} -> {item['mask']} ({top})")
 
