@@ -68,10 +68,12 @@ __all__ = ["dense_crf", "crf_refine_logits", "BACKENDS", "DEFAULTS"]
 
 BACKENDS = ("numpy", "pydensecrf")
 
-# Smoothness kernel 3 px / weight 3 as in the paper and pydensecrf's examples; the
-# appearance kernel 80 px / 13 colour levels / weight 10 as in pydensecrf's README.
-DEFAULTS = dict(iterations=5, sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=80.0,
-                srgb=13.0, compat_bilateral=10.0)
+# Smoothness kernel 3 px / weight 3 as in the paper and pydensecrf's examples. The
+# appearance kernel is milder than pydensecrf README's 80 px / 13 levels / weight 10,
+# which over-smoothed CamVid's thin classes (poles, signs) in tools/bench_crf_kmeans.py's
+# simulated check; tune it for a given model with that tool's --checkpoint.
+DEFAULTS = dict(iterations=5, sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=60.0,
+                srgb=10.0, compat_bilateral=5.0)
 
 
 # --------------------------------------------------------------------------- checks
@@ -312,7 +314,7 @@ def _mean_field_pydensecrf(unary_hwc, image_rgb, iterations, sxy_g, w_g, sxy_b, 
 
 def dense_crf(probs: np.ndarray, image_rgb: np.ndarray, *, iterations: int = 5,
               sxy_gaussian: float = 3.0, compat_gaussian: float = 3.0,
-              sxy_bilateral: float = 80.0, srgb: float = 13.0, compat_bilateral: float = 10.0,
+              sxy_bilateral: float = 60.0, srgb: float = 10.0, compat_bilateral: float = 5.0,
               compatibility="potts", downsample: int = 1, min_prob: float = 1e-5,
               backend: str = "numpy") -> np.ndarray:
     """Refine ``probs`` (``C x H x W`` float softmax output) with a fully connected CRF
