@@ -25,8 +25,10 @@ def _register_commands():
     from edgeseg.cli import models as models_cli
     from edgeseg.cli import segment as segment_cli
     from edgeseg.cli import train as train_cli
+    from edgeseg.cli import zoo as zoo_cli
 
     app.add_typer(data_cli.app, name="data")
+    app.add_typer(zoo_cli.app, name="zoo")
     models_cli.register(app)
     train_cli.register(app)
     segment_cli.register(app)

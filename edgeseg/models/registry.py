@@ -53,7 +53,24 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int, **kwargs):
+def create_model(name: str, num_classes: int | None = None, *, pretrained: str | None = None, **kwargs):
+    """Build a registered model; ``pretrained="camvid"`` loads the zoo's weights (offline).
+
+    With ``pretrained``, ``num_classes`` defaults to (and must match) the weights' classes.
+    """
+    if pretrained is not None:
+        from edgeseg.zoo import pretrained_state
+
+        state, ckpt = pretrained_state(name, pretrained)
+        zoo_classes = ckpt["model"]["num_classes"]
+        if num_classes is not None and int(num_classes) != zoo_classes:
+            raise ModelError(f"'{name}' {pretrained} weights have {zoo_classes} classes, not {num_classes}: "
+                             f"drop num_classes or train your own head")
+        model = create_model(name, zoo_classes, **{**ckpt["model"].get("kwargs", {}), **kwargs})
+        model.load_state_dict(state)
+        return model.eval()
+    if num_classes is None:
+        raise ModelError(f"create_model('{name}') needs num_classes (or pretrained=DATASET)")
     entry = get_entry(name)
     if int(num_classes) < 1:
         raise ModelError(f"num_classes must be at least 1, got {num_classes}")

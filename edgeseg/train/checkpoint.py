@@ -111,8 +111,20 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
     return model, DatasetInfo.from_dict(ckpt["dataset"])
 
 
+def load_source(name_or_path, map_location="cpu") -> dict:
+    """A checkpoint dict from a file path or a zoo name (e.g. ``bisenetv1-camvid``)."""
+    path = Path(name_or_path)
+    if not path.is_file() and path.suffix != ".pt" and len(path.parts) == 1:
+        from edgeseg import zoo
+
+        if zoo.is_zoo_name(str(name_or_path)):
+            return zoo.load_zoo_checkpoint(str(name_or_path), map_location=map_location)
+        zoo.get_card(str(name_or_path))  # raises, listing the zoo models
+    return load_checkpoint(path, map_location)
+
+
 def load_model(name_or_path, map_location="cpu"):
-    """``(model, info, ckpt)`` from a checkpoint path."""
-    ckpt = load_checkpoint(name_or_path, map_location)
+    """``(model, info, ckpt)`` from a checkpoint path or a zoo name."""
+    ckpt = load_source(name_or_path, map_location)
     model, info = model_from_checkpoint(ckpt, str(name_or_path))
     return model, info, ckpt

@@ -1,0 +1,97 @@
+"""The model zoo: trained weights shipped inside the package, each with a model card.
+
+Each zoo model is two files in this folder: ``<name>.pt`` (an edgeseg checkpoint with
+half-precision weights, no optimizer state) and ``<name>.json`` (its card: how it was
+trained, on what, how long, and its measured validation scores). ``<name>.md`` is the
+card rendered for people. Zoo names are ``<model>-<dataset>``, e.g. ``bisenetv1-camvid``.
+
+Anything that takes a checkpoint path also takes a zoo name (``load_model`` resolves it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from edgeseg.errors import CheckpointError, ModelError
+
+ZOO_DIR = Path(str(resources.files(__package__)))
+
+
+def _cards(zoo_dir: Path = ZOO_DIR) -> dict[str, dict]:
+    cards = {}
+    for path in sorted(zoo_dir.glob("*.json")):
+        card = json.loads(path.read_text(encoding="utf-8"))
+        cards[card["name"]] = card
+    return cards
+
+
+def list_zoo(zoo_dir: Path = ZOO_DIR) -> list[str]:
+    return list(_cards(zoo_dir))
+
+
+def is_zoo_name(name: str, zoo_dir: Path = ZOO_DIR) -> bool:
+    return (zoo_dir / f"{name}.json").is_file()
+
+
+def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
+    cards = _cards(zoo_dir)
+    if name not in cards:
+        close = difflib.get_close_matches(name, list(cards), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ModelError(f"'{name}' is neither a checkpoint file nor a zoo model: {hint}"
+                         f"zoo models: {', '.join(cards) or 'none'} (see `edgeseg zoo list`)")
+    return cards[name]
+
+
+def default_model_name(zoo_dir: Path = ZOO_DIR) -> str:
+    """The zoo model used when a command gets no model: the best val mIoU."""
+    cards = _cards(zoo_dir)
+    if not cards:
+        raise ModelError("the zoo is empty: give a checkpoint path")
+    return max(cards.values(), key=lambda c: c["metrics"]["val_miou"])["name"]
+
+
+def zoo_checkpoint_path(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
+    card = get_card(name, zoo_dir)
+    return zoo_dir / card["weights"]["file"]
+
+
+def load_zoo_checkpoint(name: str, zoo_dir: Path = ZOO_DIR, map_location="cpu") -> dict:
+    """The zoo model's checkpoint dict, weights back in float32; the file's hash is checked."""
+    from edgeseg.train.checkpoint import file_sha256, load_checkpoint
+
+    card = get_card(name, zoo_dir)
+    path = zoo_dir / card["weights"]["file"]
+    if file_sha256(path) != card["weights"]["sha256"]:
+        raise CheckpointError(f"zoo weights '{path}' do not match their card's sha256: reinstall edgeseg")
+    ckpt = load_checkpoint(path, map_location)
+    ckpt["state_dict"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    ckpt["zoo"] = name
+    return ckpt
+
+
+def pretrained_state(model_name: str, pretrained: str, zoo_dir: Path = ZOO_DIR) -> tuple[dict, dict]:
+    """``(state_dict, checkpoint)`` for ``create_model(model_name, pretrained=DATASET)``."""
+    name = f"{model_name}-{pretrained}"
+    if not is_zoo_name(name, zoo_dir):
+        have = [n for n in list_zoo(zoo_dir) if n.startswith(f"{model_name}-")]
+        raise ModelError(f"no '{pretrained}' weights for '{model_name}' in the zoo: available "
+                         f"{', '.join(have) or 'none for this model'}; all zoo models: {', '.join(list_zoo(zoo_dir))}")
+    ckpt = load_zoo_checkpoint(name, zoo_dir)
+    return ckpt["state_dict"], ckpt
+
+
+def half_precision_checkpoint(ckpt: dict) -> dict:
+    """A copy for shipping: float weights in fp16, no training state."""
+    slim = {k: v for k, v in ckpt.items() if k not in ("train_state",)}
+    slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    return slim
+
+
+__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "zoo_checkpoint_path",
+           "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]

@@ -1,0 +1,132 @@
+"""Turn a training run into a zoo model: fp16 weights, a card generated from the run.
+
+The card's scores are measured here, on the shipped (half-precision) weights, so
+``edgeseg eval NAME --data DIR`` reproduces them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from edgeseg.errors import CheckpointError
+from edgeseg.train.checkpoint import atomic_write_text, file_sha256, load_checkpoint, save_checkpoint
+from edgeseg.zoo import ZOO_DIR, half_precision_checkpoint
+
+MAX_WEIGHTS_MB = 15
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def publish(run_dir, name: str, *, data, command: str, hardware: str | None = None, zoo_dir: Path = ZOO_DIR,
+            log_dir: Path | None = None) -> dict:
+    """Write ``<name>.pt``, ``<name>.json`` and ``<name>.md`` into ``zoo_dir`` from ``run_dir/best.pt``."""
+    from edgeseg.evaluate import evaluate
+    from edgeseg.models import count_macs, count_params
+    from edgeseg.train.checkpoint import model_from_checkpoint
+
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    slim = half_precision_checkpoint(ckpt)
+    weights = zoo_dir / f"{name}.pt"
+    save_checkpoint(slim, weights)
+    size_mb = weights.stat().st_size / 2**20
+    if size_mb > MAX_WEIGHTS_MB:
+        weights.unlink()
+        raise CheckpointError(f"{name}: {size_mb:.1f} MB of fp16 weights is over the zoo's {MAX_WEIGHTS_MB} MB limit")
+
+    t0 = time.perf_counter()
+    scores = evaluate(weights, data, "val")
+    eval_seconds = time.perf_counter() - t0
+    model, info = model_from_checkpoint(ckpt)
+    eval_size = [model.valid_size(360), model.valid_size(480)] if info.name == "camvid" else ckpt["input_size"]
+    log = _read_log(run_dir)
+    config = ckpt.get("config", {})
+    card = {
+        "name": name,
+        "model": ckpt["model"],
+        "dataset": info.to_dict(),
+        "weights": {"file": weights.name, "sha256": file_sha256(weights), "bytes": weights.stat().st_size,
+                    "dtype": "float16"},
+        "train_input_size": ckpt["input_size"],
+        "eval": {"split": "val", "images": scores["images"], "input_size": eval_size,
+                 "fit": "images padded bottom/right to the model's stride; padded pixels are ignored",
+                 "seconds": round(eval_seconds, 1)},
+        "metrics": {"val_miou": scores["miou"], "val_pixel_accuracy": scores["pixel_accuracy"],
+                    "val_mean_class_accuracy": scores.get("mean_class_accuracy"),
+                    "per_class_iou": scores["per_class_iou"]},
+        "params": count_params(model),
+        "macs": count_macs(model, tuple(eval_size)),
+        "training": {
+            "command": command,
+            "recipe": config,
+            "epochs_run": len(log),
+            "epochs_planned": config.get("epochs"),
+            "best_epoch": ckpt.get("metrics", {}).get("epoch"),
+            "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
+            "hardware": hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
+            "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        },
+    }
+    if log_dir is not None and (run_dir / "metrics.jsonl").is_file():
+        log_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "metrics.jsonl", log_dir / f"{name}-train-log.jsonl")
+        card["training"]["log"] = f"{log_dir.name}/{name}-train-log.jsonl"
+    atomic_write_text(zoo_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(zoo_dir / f"{name}.md", render_card(card))
+    return card
+
+
+def render_card(card: dict) -> str:
+    t, m = card["training"], card["metrics"]
+    rows = "\n".join(f"| {cls} | {'-' if iou is None else f'{iou:.4f}'} |" for cls, iou in m["per_class_iou"].items())
+    colours = ", ".join(f"{c} {tuple(rgb)}" for c, rgb in zip(card["dataset"]["classes"], card["dataset"]["colors"]))
+    h, w = card["eval"]["input_size"]
+    return f"""# {card['name']}
+
+`{card['model']['name']}` trained from scratch on {card['dataset']['name']} ({len(card['dataset']['classes'])} classes).
+
+| | |
+|---|---|
+| val mIoU | **{m['val_miou']:.4f}** ({card['eval']['images']} images) |
+| val pixel accuracy | {m['val_pixel_accuracy']:.4f} |
+| params | {card['params'] / 1e6:.2f} M |
+| MACs at {h}x{w} | {card['macs'] / 1e9:.2f} G |
+| eval input | {h}x{w}: {card['eval']['fit']} |
+| training crop | {card['train_input_size'][0]}x{card['train_input_size'][1]} |
+| epochs | {t['epochs_run']} (best at {t['best_epoch']}) |
+| wall time | {t['wall_time_s'] / 60:.1f} min of training on {t['hardware']} |
+| weights | `{card['weights']['file']}`, fp16, {card['weights']['bytes'] / 2**20:.2f} MB, sha256 `{card['weights']['sha256'][:16]}…` |
+| mean / std | {card['dataset']['mean']} / {card['dataset']['std']} |
+
+Reproduce: `{t['command']}`
+
+Check: `edgeseg eval {card['name']} --data DIR` gives the val mIoU above.
+
+## Per-class IoU (val)
+
+| class | IoU |
+|---|---:|
+{rows}
+
+Classes and colours: {colours}.
+"""

@@ -1,0 +1,28 @@
+"""Publish a training run into the zoo (maintainers): fp16 weights + generated card.
+
+    python tools/publish_zoo.py RUN_DIR NAME --data ../shared/data/camvid --command "edgeseg train ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeseg.zoo.publish import publish
+
+REPO = Path(__file__).resolve().parents[1]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--command", required=True, help="the exact training command, recorded in the card")
+    parser.add_argument("--hardware", default=None)
+    args = parser.parse_args()
+    card = publish(args.run_dir, args.name, data=args.data, command=args.command, hardware=args.hardware,
+                   log_dir=REPO / "docs" / "zoo")
+    print(f"{card['name']}: val mIoU {card['metrics']['val_miou']:.4f}, "
+          f"{card['weights']['bytes'] / 2**20:.2f} MB -> edgeseg/zoo/{card['weights']['file']}")
+    sys.exit(0)
