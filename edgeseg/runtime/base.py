@@ -1,0 +1,237 @@
+"""The Predictor contract shared by every runtime, and ``load_predictor``.
+
+An artifact folder holds ``manifest.json`` and the model files. A Predictor subclass
+(one per runtime module, exposed as ``PREDICTOR``) implements only :meth:`Predictor.infer`:
+the model call on an input already in the model's layout, dtype and size. The base class
+does everything else from the manifest, identically for every runtime:
+
+* :meth:`preprocess` -- uint8 RGB HxWx3 -> model input: pad bottom/right with the mean
+  colour to ``input.size`` (``fit: pad``; images larger than the size are first scaled
+  down keeping their aspect) or resize (``fit: resize``), normalise with mean/std,
+  NCHW/NHWC, batch dim, cast or quantise (``input.quant`` = {scale, zero_point}).
+* :meth:`postprocess` -- raw output -> class map HxW uint8 at the image's size:
+  dequantise, NHWC -> CHW, upsample when the output is smaller than the input,
+  argmax (``output.kind: logits``; ``classes`` = the model did it), crop / resize back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeseg.data.transforms import MEAN_RGB_U8
+from edgeseg.errors import ConfigError, DataError, EdgesegError, MissingDependencyError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+#: runtime module -> (python package it needs, edgeseg extra that installs it)
+RUNTIME_PACKAGES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime"),
+    "openvino": ("openvino", "openvino"),
+    "litert": ("ai_edge_litert", "tflite"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+    "torch": ("torch", "torch"),
+}
+
+_INT_DTYPES = ("int8", "uint8", "int16", "int32")
+
+
+def read_manifest(artifact_dir) -> dict:
+    """The parsed manifest.json of an artifact folder (ConfigError naming the file otherwise)."""
+    path = Path(artifact_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"'{artifact_dir}' is not an edgeseg artifact (no {MANIFEST}): "
+                          f"give a folder written by `edgeseg build`")
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"manifest '{path}' cannot be read ({exc}): rebuild the artifact") from exc
+    for key in ("runtime", "input", "output", "files", "mean", "std"):
+        if key not in m:
+            raise ConfigError(f"manifest '{path}' has no '{key}': rebuild the artifact with `edgeseg build`")
+    if int(m.get("format_version", 1)) > FORMAT_VERSION:
+        raise ConfigError(f"manifest '{path}' has format version {m['format_version']}, newer than this "
+                          f"edgeseg understands ({FORMAT_VERSION}): upgrade edgeseg")
+    return m
+
+
+def quantize(x: np.ndarray, quant: dict, dtype: str) -> np.ndarray:
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(x / float(quant["scale"])) + int(quant["zero_point"])
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, quant: dict) -> np.ndarray:
+    return ((q.astype(np.float32) - np.float32(quant["zero_point"])) * np.float32(quant["scale"])).astype(np.float32)
+
+
+def _resize_hwc(a: np.ndarray, h: int, w: int, interp) -> np.ndarray:
+    """cv2.resize for H x W x C arrays of any C (cv2 caps channels at 512)."""
+    if a.shape[0] == h and a.shape[1] == w:
+        return a
+    if a.ndim == 2 or a.shape[2] <= 512:
+        r = cv2.resize(a, (w, h), interpolation=interp)
+        return r if r.ndim == a.ndim else r[..., None]
+    return np.concatenate([_resize_hwc(a[..., i:i + 512], h, w, interp) for i in range(0, a.shape[2], 512)], 2)
+
+
+class Predictor:
+    """Base class: subclasses set ``runtime`` and implement :meth:`infer`."""
+
+    runtime = "base"
+
+    def __init__(self, artifact_dir: Path, manifest: dict, *, threads: int | None = None,
+                 device: str | None = None):
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        self.manifest = manifest
+        self.threads = threads
+        self.device = device if device is not None else manifest.get("device")
+        inp, out = manifest["input"], manifest["output"]
+        self.input_size = tuple(int(v) for v in inp["size"])
+        self.input_layout = inp.get("layout", "NCHW")
+        self.input_dtype = inp.get("dtype", "float32")
+        self.input_quant = inp.get("quant")
+        self.fit = inp.get("fit", "pad")
+        self.output_layout = out.get("layout", "NCHW")
+        self.output_kind = out.get("kind", "logits")
+        self.output_quant = out.get("quant")
+        self.output_size = tuple(int(v) for v in (out.get("size") or self.input_size))
+        self.mean = np.asarray(manifest["mean"], np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(manifest["std"], np.float32).reshape(3, 1, 1)
+        if self.fit not in ("pad", "resize"):
+            raise ConfigError(f"manifest: input.fit must be 'pad' or 'resize', got {self.fit!r}")
+        if self.input_layout not in ("NCHW", "NHWC") or self.output_layout not in ("NCHW", "NHWC"):
+            raise ConfigError("manifest: layouts must be NCHW or NHWC")
+        if self.input_dtype in _INT_DTYPES and not self.input_quant:
+            raise ConfigError(f"manifest: input dtype {self.input_dtype} needs input.quant {{scale, zero_point}}")
+
+    # -- files
+
+    def model_path(self, key: str = "model") -> Path:
+        return self.artifact_dir / self.manifest["files"][key]
+
+    # -- the one method a runtime implements
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- shared pre/post
+
+    def preprocess(self, image_rgb: np.ndarray) -> tuple[np.ndarray, dict]:
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
+                or image_rgb.dtype != np.uint8:
+            raise DataError(f"predict expects a uint8 RGB image HxWx3, got "
+                            f"{getattr(image_rgb, 'shape', type(image_rgb))} {getattr(image_rgb, 'dtype', '')}")
+        h, w = image_rgb.shape[:2]
+        th, tw = self.input_size
+        meta = {"orig": (h, w)}
+        if self.fit == "resize":
+            img = cv2.resize(image_rgb, (tw, th), interpolation=cv2.INTER_LINEAR) if (h, w) != (th, tw) else image_rgb
+            meta["content"] = (th, tw)
+        else:
+            scale = min(1.0, th / h, tw / w)
+            if scale < 1.0:
+                nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+                img = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+            else:
+                img, nh, nw = image_rgb, h, w
+            if (nh, nw) != (th, tw):
+                img = cv2.copyMakeBorder(img, 0, th - nh, 0, tw - nw, cv2.BORDER_CONSTANT, value=MEAN_RGB_U8)
+            meta["content"] = (nh, nw)
+        x = img.transpose(2, 0, 1).astype(np.float32) * np.float32(1.0 / 255.0)
+        x = (x - self.mean) / self.std
+        if self.input_layout == "NHWC":
+            x = x.transpose(1, 2, 0)
+        x = np.ascontiguousarray(x[None])
+        if self.input_dtype in _INT_DTYPES:
+            x = quantize(x, self.input_quant, self.input_dtype)
+        elif self.input_dtype != "float32":
+            x = x.astype(self.input_dtype)
+        return x, meta
+
+    def _post(self, output, meta: dict, want_probs: bool = False):
+        y = np.asarray(output)
+        if self.output_quant and y.dtype.kind in "iu":
+            y = dequantize(y, self.output_quant)
+        th, tw = self.input_size
+        ch, cw = meta["content"]
+        oh, ow = meta["orig"]
+        probs = None
+        if self.output_kind == "classes":
+            y = np.squeeze(y)  # N x H x W, N x H x W x 1, N x 1 x H x W -> H x W
+            if y.ndim != 2:
+                raise EdgesegError(f"{self.runtime}: a 'classes' output must be one HxW map, got {np.shape(output)}")
+            cls = _resize_hwc(y.astype(np.uint8), th, tw, cv2.INTER_NEAREST)
+            cls = cls[:ch, :cw]
+            if (ch, cw) != (oh, ow):
+                cls = cv2.resize(cls, (ow, oh), interpolation=cv2.INTER_NEAREST)
+            return cls.astype(np.uint8), None
+        if y.ndim == 4:
+            y = y[0]
+        if y.ndim != 3:
+            raise EdgesegError(f"{self.runtime}: expected logits N x C x H x W (or NHWC), got {np.shape(output)}")
+        hwc = y if self.output_layout == "NHWC" else y.transpose(1, 2, 0)
+        hwc = hwc.astype(np.float32, copy=False)
+        if hwc.shape[:2] != (th, tw):
+            hwc = _resize_hwc(hwc, th, tw, cv2.INTER_LINEAR)
+        hwc = hwc[:ch, :cw]
+        if (ch, cw) != (oh, ow):
+            hwc = _resize_hwc(np.ascontiguousarray(hwc), oh, ow, cv2.INTER_LINEAR)
+        cls = hwc.argmax(2).astype(np.uint8)
+        if want_probs:
+            e = np.exp(hwc - hwc.max(2, keepdims=True))
+            probs = (e / e.sum(2, keepdims=True)).transpose(2, 0, 1).astype(np.float32)
+        return cls, probs
+
+    def postprocess(self, output, meta: dict) -> np.ndarray:
+        return self._post(output, meta)[0]
+
+    def predict(self, image_rgb: np.ndarray, return_probs: bool = False):
+        x, meta = self.preprocess(image_rgb)
+        y = self.infer(x)
+        if not return_probs:
+            return self._post(y, meta)[0]
+        cls, probs = self._post(y, meta, want_probs=True)
+        if probs is None:
+            raise EdgesegError(f"{self.runtime}: this artifact outputs class ids, not logits: no probabilities")
+        return cls, probs
+
+    def timed_predict(self, image_rgb: np.ndarray):
+        t0 = time.perf_counter()
+        x, meta = self.preprocess(image_rgb)
+        t1 = time.perf_counter()
+        y = self.infer(x)
+        t2 = time.perf_counter()
+        cls = self.postprocess(y, meta)
+        t3 = time.perf_counter()
+        return cls, {"pre_ms": (t1 - t0) * 1e3, "model_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.artifact_dir}, size={self.input_size}, layout={self.input_layout})"
+
+
+def load_predictor(artifact_dir, *, threads: int | None = None, device: str | None = None,
+                   runtime: str | None = None) -> Predictor:
+    """The Predictor for an artifact folder, from its manifest's ``runtime`` (or ``runtime``
+    to run the same files elsewhere, e.g. a jetson ONNX on ``onnxruntime``)."""
+    manifest = read_manifest(artifact_dir)
+    name = runtime or manifest["runtime"]
+    try:
+        module = importlib.import_module(f"edgeseg.runtime.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"edgeseg.runtime.{name}":
+            raise ConfigError(f"manifest of '{artifact_dir}' names runtime '{name}', which this edgeseg "
+                              f"does not have: upgrade edgeseg") from exc
+        pkg, extra = RUNTIME_PACKAGES.get(name, (exc.name, name))
+        raise MissingDependencyError(exc.name or pkg, extra, f"the {name} runtime") from exc
+    return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
+
+
+__all__ = ["Predictor", "load_predictor", "read_manifest", "quantize", "dequantize", "MANIFEST",
+           "RUNTIME_PACKAGES", "FORMAT_VERSION"]

@@ -1,0 +1,177 @@
+"""Target profiles as data: one YAML file per target device/runtime in this package.
+
+``load_target("openvino-cpu")`` gives a :class:`TargetProfile`: the export format, the
+exporter and runtime modules (``edgeseg.export.<exporter>``, ``edgeseg.runtime.<runtime>``),
+precisions, layout, shape policy, op constraints, latency/memory budget, parity
+thresholds and the device compiler, if any. Adding a target is adding a YAML file here
+(plus a backend module only when its format is new). The top-level ``targets/`` folder
+of the repository is a link to this package folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from edgeseg.errors import ConfigError
+
+FORMATS = ("onnx", "openvino", "tflite")
+LAYOUTS = ("NCHW", "NHWC")
+SHAPES = ("static", "dynamic")
+
+
+@dataclass
+class TargetProfile:
+    name: str
+    description: str = ""
+    format: str = "onnx"  # onnx | openvino | tflite
+    exporter: str = "onnx"  # module under edgeseg.export
+    runtime: str = "onnxruntime"  # module under edgeseg.runtime
+    precisions: list = field(default_factory=lambda: ["fp32"])
+    default_precision: str = "fp32"
+    opset: int | None = 17
+    layout: str = "NCHW"
+    shape: str = "static"
+    #: input dtype per precision, e.g. {"fp32": "float32", "int8": "int8"}; missing -> float32
+    input_dtype: dict = field(default_factory=dict)
+    #: device name for the runtime (OpenVINO "CPU" / "NPU", TensorRT "GPU"...), or None
+    device: str | None = None
+    #: free-form op constraints, e.g. {"forbidden": ["MaxUnpool"], "max_resize": 512}
+    constraints: dict = field(default_factory=dict)
+    #: {"p99_ms": float, "memory_mb": float}
+    budget: dict = field(default_factory=dict)
+    #: {"min_agreement": float or {precision: float}, "max_miou_drop": float}
+    parity: dict = field(default_factory=lambda: {"min_agreement": 0.99, "max_miou_drop": 0.01})
+    #: None, or {"name": "edgetpu_compiler", "command": "edgetpu_compiler -s -o {out_dir} {model}"}
+    compiler: dict | None = None
+    #: backend-specific options
+    extra: dict = field(default_factory=dict)
+
+    # -- helpers
+
+    def check_precision(self, precision: str | None) -> str:
+        """The precision to build (the default when None); ConfigError listing the valid ones."""
+        if precision is None:
+            return self.default_precision
+        p = str(precision).lower()
+        if p not in self.precisions:
+            raise ConfigError(
+                f"target '{self.name}' has no precision '{precision}': use one of {', '.join(self.precisions)}"
+            )
+        return p
+
+    def input_dtype_for(self, precision: str) -> str:
+        return str(self.input_dtype.get(precision, "float32"))
+
+    def min_agreement(self, precision: str) -> float:
+        v = self.parity.get("min_agreement", 0.99)
+        if isinstance(v, dict):
+            v = v.get(precision, v.get("default", 0.99))
+        return float(v)
+
+    def max_miou_drop(self, precision: str) -> float:
+        v = self.parity.get("max_miou_drop", 0.01)
+        if isinstance(v, dict):
+            v = v.get(precision, v.get("default", 0.01))
+        return float(v)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dir():
+    return resources.files(__package__)
+
+
+def list_targets() -> list[str]:
+    """Names of the shipped target profiles, sorted."""
+    return sorted(f.name[: -len(".yaml")] for f in _dir().iterdir() if f.name.endswith(".yaml"))
+
+
+def profile_from_dict(d: dict, source: str = "profile") -> TargetProfile:
+    """A TargetProfile from a mapping (as read from YAML), with its values checked."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: a target profile must be a mapping of fields")
+    known = {f.name for f in fields(TargetProfile)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
+    if "name" not in d:
+        raise ConfigError(f"{source}: the profile has no 'name'")
+    p = TargetProfile(**d)
+    p.precisions = [str(x).lower() for x in p.precisions]
+    p.default_precision = str(p.default_precision).lower()
+    checks = [
+        (p.format in FORMATS, f"format '{p.format}' is not one of {', '.join(FORMATS)}"),
+        (p.layout in LAYOUTS, f"layout '{p.layout}' is not one of {', '.join(LAYOUTS)}"),
+        (p.shape in SHAPES, f"shape '{p.shape}' is not one of {', '.join(SHAPES)}"),
+        (bool(p.precisions), "precisions is empty"),
+        (p.default_precision in p.precisions,
+         f"default_precision '{p.default_precision}' is not in precisions {p.precisions}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{source}: {msg}")
+    return p
+
+
+def load_target(name: str) -> TargetProfile:
+    """The profile of target ``name``; an unknown name suggests the closest and lists all."""
+    names = list_targets()
+    if name not in names:
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.3)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown target '{name}': {hint}targets: {', '.join(names)}")
+    path = _dir().joinpath(f"{name}.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"target file '{path}' is not valid YAML ({exc}): fix the file") from exc
+    data.setdefault("name", name)
+    return profile_from_dict(data, f"target file '{path}'")
+
+
+def runtime_available(profile: TargetProfile) -> tuple[bool, str]:
+    """Whether the profile's runtime can run on this machine, and why not."""
+    import importlib.util
+
+    rt = profile.runtime
+    if rt == "onnxruntime":
+        return (importlib.util.find_spec("onnxruntime") is not None, "onnxruntime is not installed")
+    if rt == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            return False, "openvino is not installed (pip install 'edgeseg[openvino]')"
+        if profile.device and profile.device.upper() not in ("CPU", "AUTO"):
+            try:
+                import openvino as ov
+
+                devs = ov.Core().available_devices
+            except Exception as exc:  # pragma: no cover - environment dependent
+                return False, f"openvino cannot list devices ({exc})"
+            if not any(d.upper().startswith(profile.device.upper()) for d in devs):
+                return False, f"no OpenVINO {profile.device} device here (devices: {', '.join(devs) or 'none'})"
+        return True, ""
+    if rt == "litert":
+        for mod in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+            if importlib.util.find_spec(mod) is not None:
+                return True, ""
+        return False, "no TFLite interpreter installed (pip install 'edgeseg[tflite]')"
+    if rt == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return False, "tensorrt is not installed (it ships with JetPack on a Jetson)"
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return False, "no CUDA GPU here"
+        except Exception:  # pragma: no cover
+            return False, "no CUDA GPU here"
+        return True, ""
+    return (importlib.util.find_spec(f"edgeseg.runtime.{rt}") is not None, f"no runtime module '{rt}'")
+
+
+__all__ = ["TargetProfile", "load_target", "list_targets", "profile_from_dict", "runtime_available"]
