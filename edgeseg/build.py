@@ -95,3 +95,382 @@ def write_manifest(artifact_dir, manifest: dict) -> Path:
     path = Path(artifact_dir) / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# the build
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edgeseg.errors import ConfigError, EdgesegError  # noqa: E402
+
+log = logging.getLogger("edgeseg.build")
+
+DEFAULT_CALIB = {"split": "train", "images": 32, "selection": "first", "seed": 0}
+REPO_CALIB = Path(__file__).resolve().parents[1] / "calib" / "default.yaml"
+
+
+def load_calib_definition(path=None) -> dict:
+    """A calibration-set definition (calib/*.yaml): split, images, selection, seed."""
+    import yaml
+
+    d = dict(DEFAULT_CALIB)
+    src = Path(path) if path else (REPO_CALIB if REPO_CALIB.is_file() else None)
+    if src is not None:
+        if not src.is_file():
+            raise ConfigError(f"calibration definition '{src}' does not exist: give a YAML file like calib/default.yaml")
+        try:
+            loaded = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"calibration definition '{src}' is not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"calibration definition '{src}' must be a mapping (split, images, selection, seed)")
+        unknown = set(loaded) - set(DEFAULT_CALIB)
+        if unknown:
+            raise ConfigError(f"calibration definition '{src}': unknown key(s) {', '.join(sorted(unknown))}: "
+                              f"use {', '.join(DEFAULT_CALIB)}")
+        d.update(loaded)
+    if d["selection"] not in ("first", "random"):
+        raise ConfigError(f"calibration selection must be 'first' or 'random', got {d['selection']!r}")
+    if not isinstance(d["images"], int) or d["images"] < 1:
+        raise ConfigError(f"calibration images must be a positive integer, got {d['images']!r}")
+    d["file"] = str(src) if src else None
+    return d
+
+
+def _pick(n_total: int, n: int, selection: str, seed: int) -> list[int]:
+    n = min(n, n_total)
+    if selection == "random":
+        return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
+    return list(range(n))
+
+
+def parse_size(text) -> tuple[int, int]:
+    """``"384x480"`` / ``"384"`` / (h, w) -> (h, w)."""
+    if isinstance(text, (tuple, list)):
+        vals = list(text)
+    else:
+        vals = str(text).lower().replace(",", "x").split("x")
+    try:
+        vals = [int(v) for v in vals]
+    except ValueError:
+        raise ConfigError(f"bad image size {text!r}: use HxW, e.g. 384x480") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise ConfigError(f"bad image size {text!r}: use HxW, e.g. 384x480")
+    return vals[0], vals[1]
+
+
+def resolve_input_size(model, ckpt: dict, input_size=None) -> tuple[int, int]:
+    if input_size is not None:
+        h, w = parse_size(input_size)
+        model.check_input_size(h, w)  # InputSizeError naming the nearest valid sizes
+        return h, w
+    size = ckpt.get("input_size")
+    if not size:
+        raise ConfigError("the checkpoint records no input size and the target needs a static one: pass --img-size HxW")
+    return model.valid_size(int(size[0])), model.valid_size(int(size[1]))
+
+
+def _source_entry(source, ckpt: dict) -> dict:
+    from edgeseg.train.checkpoint import file_sha256
+
+    zoo_name = ckpt.get("zoo")
+    path = Path(source)
+    if zoo_name:
+        from edgeseg import zoo
+
+        path = zoo.zoo_checkpoint_path(zoo_name)
+    entry = {"path": str(path.resolve()) if path.is_file() else str(source), "zoo": zoo_name,
+             "sha256": file_sha256(path) if path.is_file() else None,
+             "input_size": ckpt.get("input_size")}
+    for key in ("epoch", "metrics", "best_miou"):
+        if key in ckpt and isinstance(ckpt[key], (int, float, str, dict)):
+            entry[key] = ckpt[key]
+    return entry
+
+
+def _synthetic_images(n: int, size, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic smooth RGB images (blobs of colour) for a parity check without data."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        noise = rng.integers(-8, 9, size=img.shape)
+        out.append(np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+def _open(data, split: str):
+    from edgeseg.data import available_splits, open_dataset
+
+    splits = available_splits(data)
+    if split not in splits:
+        return None
+    return open_dataset(data, split)
+
+
+def _prediction_run(predictor, images, masks, num_classes, ignore_index, ref=None):
+    """Class maps, raw outputs and mIoU of ``predictor`` over ``images``."""
+    from edgeseg.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes, ignore_index) if masks is not None else None
+    preds, raws = [], []
+    for i, img in enumerate(images):
+        x, meta = predictor.preprocess(img)
+        y = predictor.infer(x)
+        preds.append(predictor.postprocess(y, meta))
+        raws.append(y)
+        if cm is not None:
+            cm.update(preds[-1], masks[i])
+    miou = cm.compute()["miou"] if cm is not None else None
+    return preds, raws, miou
+
+
+def _as_nchw_logits(pred, y):
+    """The raw output as float NCHW logits (dequantised), or None for class outputs."""
+    from edgeseg.runtime.base import dequantize
+
+    if pred.output_kind != "logits":
+        return None
+    y = np.asarray(y)
+    if pred.output_quant and y.dtype.kind in "iu":
+        y = dequantize(y, pred.output_quant)
+    y = y.astype(np.float32)
+    if pred.output_layout == "NHWC":
+        y = y.transpose(0, 3, 1, 2)
+    return y
+
+
+def check_parity(artifact_dir, model, info, input_size, profile, precision, *, images, masks, image_source: str,
+                 threads=None) -> dict:
+    """Run the artifact in its runtime (or a stated proxy) and compare with PyTorch fp32."""
+    from edgeseg.runtime.base import load_predictor
+    from edgeseg.runtime.torch import TorchPredictor
+    from edgeseg.targets import runtime_available
+
+    ok, why = runtime_available(profile)
+    runtime, device, proxy = None, None, None
+    extra = profile.extra or {}
+    if not ok:
+        if extra.get("parity_proxy"):
+            runtime = extra["parity_proxy"]
+            proxy = (f"{profile.runtime} is not available here ({why}); parity ran the same "
+                     f"{Path(read_files_model(artifact_dir)).name} on {runtime} (CPU) as a proxy")
+        elif extra.get("parity_proxy_device"):
+            device = extra["parity_proxy_device"]
+            from edgeseg.targets import TargetProfile
+
+            alt = TargetProfile(**{**profile.to_dict(), "device": device})
+            ok2, why2 = runtime_available(alt)
+            if not ok2:
+                return {"ran": False, "reason": f"{why}; the proxy device {device} is not available either ({why2})"}
+            proxy = f"{why}; parity ran the same files on {profile.runtime} {device} as a proxy"
+        else:
+            return {"ran": False, "reason": why}
+    t0 = time.perf_counter()
+    pred = load_predictor(artifact_dir, threads=threads, device=device, runtime=runtime)
+    ref = TorchPredictor.from_model(model, info, input_size, threads=threads)
+    ref_cls, ref_raw, ref_miou = _prediction_run(ref, images, masks, info.num_classes, info.ignore_index)
+    art_cls, art_raw, art_miou = _prediction_run(pred, images, masks, info.num_classes, info.ignore_index)
+    same = sum(int((a == b).sum()) for a, b in zip(ref_cls, art_cls))
+    total = sum(a.size for a in ref_cls)
+    agreement = same / max(1, total)
+    max_diff = None
+    diffs = [(_as_nchw_logits(ref, r), _as_nchw_logits(pred, a)) for r, a in zip(ref_raw, art_raw)]
+    if all(a is not None and b is not None and a.shape == b.shape for a, b in diffs):
+        max_diff = float(max(np.abs(a - b).max() for a, b in diffs))
+    min_agree = profile.min_agreement(precision)
+    max_drop = profile.max_miou_drop(precision)
+    drop = None if ref_miou is None or art_miou is None else float(ref_miou - art_miou)
+    failures = []
+    if agreement < min_agree:
+        failures.append(f"pixel agreement {agreement:.4f} < {min_agree} (target '{profile.name}', {precision})")
+    if drop is not None and drop > max_drop:
+        failures.append(f"mIoU drop {drop:.4f} > {max_drop} ({ref_miou:.4f} -> {art_miou:.4f})")
+    return {
+        "ran": True, "runtime": pred.runtime, "device": device or pred.device, "proxy": proxy,
+        "reference": "pytorch fp32", "images": len(images), "image_source": image_source,
+        "agreement": agreement, "min_agreement": min_agree, "max_abs_logit_diff": max_diff,
+        "miou_reference": ref_miou, "miou_artifact": art_miou, "miou_drop": drop, "max_miou_drop": max_drop,
+        "passed": not failures, "failures": failures, "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def read_files_model(artifact_dir) -> str:
+    from edgeseg.runtime.base import read_manifest
+
+    return read_manifest(artifact_dir)["files"]["model"]
+
+
+def default_out(source, ckpt: dict, target: str, precision: str) -> Path:
+    stem = ckpt.get("zoo") or Path(str(source)).stem
+    return Path("artifacts") / f"{stem}-{target}-{precision}"
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output '{out}' exists and is not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"output folder '{out}' exists and is not empty: pass --force to replace it or choose another --out")
+
+
+def build(source, target: str, *, precision: str | None = None, out=None, data=None, split: str = "val",
+          calib_images: int | None = None, calib=None, input_size=None, allow_drop: bool = False,
+          parity_images: int = 8, threads: int | None = None, force: bool = False,
+          report: list | None = None) -> Path:
+    """Build the artifact of ``source`` (checkpoint path or zoo name) for ``target``; returns its folder.
+
+    ``report`` (a list) receives one line per notable fact for the CLI to print.
+    """
+    from edgeseg.export.base import BuildError, get_exporter
+    from edgeseg.targets import load_target
+    from edgeseg.train.checkpoint import load_model
+
+    say = report.append if report is not None else (lambda s: None)
+    t_start = time.perf_counter()
+    profile = load_target(target)
+    precision = profile.check_precision(precision)
+    model, info, ckpt = load_model(source)
+    model = model.float().eval().cpu()
+    size = resolve_input_size(model, ckpt, input_size)
+    out = Path(out) if out is not None else default_out(source, ckpt, profile.name, precision)
+    _check_out(out, force)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+    # calibration (int8) and parity images
+    from edgeseg.runtime.torch import TorchPredictor
+
+    ref = TorchPredictor.from_model(model, info, size)
+    calib_def = load_calib_definition(calib)
+    if calib_images is not None:
+        calib_def["images"] = int(calib_images)
+    calib_arrays, calib_raw, quant_calib = None, [], None
+    if data is not None and precision == "int8":
+        ds = _open(data, calib_def["split"])
+        if ds is None:
+            raise ConfigError(f"dataset '{data}' has no '{calib_def['split']}' split for calibration: "
+                              f"set split in the calibration definition")
+        info.check_compatible(ds.info, f"dataset '{data}'")
+        idx = _pick(len(ds), calib_def["images"], calib_def["selection"], int(calib_def.get("seed", 0)))
+        calib_raw = [ds.read(i)[0] for i in idx]
+        calib_arrays = [ref.preprocess(img)[0] for img in calib_raw]
+        quant_calib = {"file": calib_def["file"], "split": calib_def["split"], "images": len(idx),
+                       "selection": calib_def["selection"], "seed": calib_def.get("seed", 0),
+                       "dataset": str(data)}
+        say(f"calibration: {len(idx)} {calib_def['split']} images from {data} ({calib_def['selection']})")
+    elif precision == "int8":
+        from edgeseg.export.base import INT8_NEEDS_DATA
+
+        raise ConfigError(INT8_NEEDS_DATA)
+
+    images, masks, image_source = None, None, None
+    if data is not None:
+        vds = _open(data, split)
+        if vds is not None and len(vds):
+            info.check_compatible(vds.info, f"dataset '{data}'")
+            pairs = [vds.read(i) for i in range(min(parity_images, len(vds)))]
+            images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+            image_source = f"{len(images)} '{split}' images of {data} (with masks: mIoU compared)"
+        elif calib_raw:
+            images = calib_raw[:parity_images]
+            image_source = f"{len(images)} calibration images of {data} (no '{split}' split)"
+        else:
+            tds = _open(data, calib_def["split"])
+            if tds is not None and len(tds):
+                images = [tds.read(i)[0] for i in range(min(parity_images, len(tds)))]
+                image_source = f"{len(images)} '{calib_def['split']}' images of {data} (no '{split}' split)"
+    if images is None:
+        images = _synthetic_images(max(1, min(parity_images, 4)), size)
+        image_source = f"{len(images)} deterministic synthetic images (no --data given)"
+
+    # export in a temp folder beside out, then rename
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    try:
+        exporter = get_exporter(profile)
+        t0 = time.perf_counter()
+        result = exporter.export(model, info, input_size=size, precision=precision, out_dir=tmp, profile=profile,
+                                 calib=calib_arrays)
+        export_seconds = time.perf_counter() - t0
+        quant = None
+        if precision == "int8" or result.details.get("quantization"):
+            quant = dict(result.details.get("quantization") or {})
+            if quant_calib:
+                quant.setdefault("calibration", quant_calib)
+        manifest = make_manifest(model=model, info=info, profile=profile, precision=precision, input_size=size,
+                                 result=result, source=_source_entry(source, ckpt), quantization=quant,
+                                 compiler=result.details.get("compiler") or (
+                                     {"name": profile.compiler.get("name"), "command": profile.compiler.get("command"),
+                                      "ran": False, "report": None} if profile.compiler else None))
+        manifest["quantization"] = quant
+        manifest["export_seconds"] = round(export_seconds, 3)
+        write_manifest(tmp, manifest)
+
+        parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
+                              image_source=image_source, threads=threads)
+        from edgeseg.train.checkpoint import atomic_write_text
+
+        atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")
+        manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "agreement",
+                                                         "max_abs_logit_diff", "miou_reference", "miou_artifact",
+                                                         "miou_drop", "passed", "image_source") if k in parity}
+        manifest["parity"]["file"] = "parity.json"
+        manifest["build_seconds"] = round(time.perf_counter() - t_start, 3)
+        write_manifest(tmp, manifest)
+        if parity.get("ran") and not parity["passed"]:
+            if allow_drop:
+                say("parity FAILED but --allow-drop was given: " + "; ".join(parity["failures"]))
+            else:
+                raise BuildError(f"parity check failed for '{source}' on target '{profile.name}' ({precision}): "
+                                 + "; ".join(parity["failures"]) + ": retrain/calibrate better, try another "
+                                 "precision, or pass --allow-drop to keep the artifact anyway")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        # move into place (replacing an old folder only now that the new one is complete)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if proxy := parity.get("proxy"):
+        say(f"note: {proxy}")
+    if not parity.get("ran"):
+        say(f"parity not run: {parity.get('reason')}")
+    log.info("built %s", out)
+    return out
+
+
+def summarize(out: Path) -> dict:
+    """Files, sizes, precision and parity numbers of a built artifact (for the CLI)."""
+    from edgeseg.runtime.base import read_manifest
+
+    m = read_manifest(out)
+    files = {p.name: p.stat().st_size for p in sorted(Path(out).iterdir()) if p.is_file()}
+    return {"out": str(out), "target": m["target"], "precision": m["precision"], "format": m["format"],
+            "files": files, "model_mb": files.get(m["files"]["model"], 0) / 1e6,
+            "total_mb": sum(files.values()) / 1e6, "parity": m.get("parity"), "compiler": m.get("compiler")}
+
+
+__all__ = ["build", "make_manifest", "write_manifest", "tool_versions", "check_parity", "load_calib_definition",
+           "parse_size", "resolve_input_size", "summarize", "EdgesegError"]

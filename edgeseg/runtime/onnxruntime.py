@@ -1,0 +1,51 @@
+"""ONNX Runtime Predictor (CPU by default; CUDA / TensorRT execution providers when asked
+with ``device="cuda"`` / ``"tensorrt"`` and present)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseg.errors import ConfigError, require
+from edgeseg.runtime.base import Predictor
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def available_providers() -> list[str]:
+    ort = require("onnxruntime", "onnxruntime", "the ONNX Runtime runtime")
+    return list(ort.get_available_providers())
+
+
+class OnnxRuntimePredictor(Predictor):
+    runtime = "onnxruntime"
+
+    def __init__(self, artifact_dir, manifest, *, threads=None, device=None):
+        super().__init__(artifact_dir, manifest, threads=threads, device=device)
+        ort = require("onnxruntime", "onnxruntime", "the ONNX Runtime runtime")
+        dev = str(device or "cpu").lower()
+        if dev not in PROVIDERS:
+            raise ConfigError(f"onnxruntime device '{device}' is not one of {', '.join(PROVIDERS)}")
+        have = set(ort.get_available_providers())
+        providers = [p for p in PROVIDERS[dev] if p in have]
+        if dev != "cpu" and providers == ["CPUExecutionProvider"]:
+            raise ConfigError(f"onnxruntime has no {PROVIDERS[dev][0]} here (providers: {', '.join(sorted(have))}): "
+                              f"install onnxruntime-gpu or use device cpu")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.model_path()), so, providers=providers)
+        self.providers = self.session.get_providers()
+        self._input_name = self.session.get_inputs()[0].name
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input_name: x})[0]
+
+
+PREDICTOR = OnnxRuntimePredictor
