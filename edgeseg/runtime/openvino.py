@@ -1,0 +1,45 @@
+"""OpenVINO runtime: an ``ov.Core`` compiled model and one InferRequest.
+
+The device is the manifest's (``CPU``, ``NPU``...) unless ``device=`` overrides it; compile
+properties are ``PERFORMANCE_HINT`` (``LATENCY`` unless the manifest's
+``openvino.performance_hint`` says otherwise) and ``INFERENCE_NUM_THREADS`` when
+``threads`` is given (CPU only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import ConfigError, require
+from edgeseg.runtime.base import Predictor
+
+
+class OpenVINOPredictor(Predictor):
+    runtime = "openvino"
+
+    def __init__(self, artifact_dir: Path, manifest: dict, *, threads=None, device=None):
+        super().__init__(artifact_dir, manifest, threads=threads, device=device)
+        ov = require("openvino", "openvino", "the OpenVINO runtime")
+        self.core = ov.Core()
+        dev = str(self.device or "CPU").upper()
+        available = list(self.core.available_devices)
+        if dev not in ("AUTO",) and not dev.startswith(("AUTO:", "HETERO:", "MULTI:")) \
+                and not any(d.upper().startswith(dev) for d in available):
+            raise ConfigError(f"OpenVINO device '{dev}' is not available here (devices: "
+                              f"{', '.join(available) or 'none'}): run on a machine with one, or pass device='CPU'")
+        self.device = dev
+        config = {"PERFORMANCE_HINT": str((manifest.get("openvino") or {}).get("performance_hint", "LATENCY"))}
+        if threads and dev == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = self.core.compile_model(self.core.read_model(str(self.model_path())), dev, config)
+        self.request = self.compiled.create_infer_request()
+        self._out = self.compiled.output(0)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: np.ascontiguousarray(x)})
+        return np.array(self.request.get_tensor(self._out).data, copy=True)
+
+
+PREDICTOR = OpenVINOPredictor
