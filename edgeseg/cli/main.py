@@ -21,6 +21,7 @@ app = typer.Typer(
 
 def _register_commands():
     # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
+    from edgeseg.cli import build as build_cli
     from edgeseg.cli import data as data_cli
     from edgeseg.cli import models as models_cli
     from edgeseg.cli import segment as segment_cli
@@ -32,6 +33,7 @@ def _register_commands():
     models_cli.register(app)
     train_cli.register(app)
     segment_cli.register(app)
+    build_cli.register(app)
 
 
 _register_commands()

@@ -1,0 +1,87 @@
+"""``edgeseg build``: a checkpoint (or zoo model) -> a verified artifact for one target;
+``edgeseg targets``: the target profiles and whether their runtime runs here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _default_source() -> str:
+    try:
+        from edgeseg import zoo
+    except ImportError:
+        raise typer.BadParameter("give SOURCE: a checkpoint file (.pt) written by `edgeseg train` or a zoo name")
+    return zoo.default_model_name()
+
+
+def build_cmd(
+    source: Annotated[Optional[str], typer.Argument(
+        help="Checkpoint file or zoo name (default: the zoo's best model).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target profile (see `edgeseg targets`).")] = ...,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8 (default: the target's).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Artifact folder (default: artifacts/<model>-<target>-<precision>).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder: calibration (int8) and parity images.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data for the parity check (mIoU).")] = "val",
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration-set definition (YAML; default calib/default.yaml).")] = None,
+    calib_images: Annotated[Optional[int], typer.Option(help="Number of calibration images (overrides the definition).")] = None,
+    img_size: Annotated[Optional[str], typer.Option(help="Static input HxW (default: the checkpoint's, rounded up to the stride).")] = None,
+    parity_images: Annotated[int, typer.Option(help="Images compared with PyTorch fp32.")] = 8,
+    allow_drop: Annotated[bool, typer.Option("--allow-drop", help="Keep the artifact even when parity fails.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for export and parity runs.")] = None,
+):
+    """Export, quantize (int8: with --data), verify against PyTorch and write an artifact folder."""
+    from edgeseg.build import build, summarize
+
+    if source is None:
+        source = _default_source()
+        typer.echo(f"source: zoo model '{source}' (default)")
+    report: list[str] = []
+    out_dir = build(source, target, precision=precision, out=out, data=data, split=split, calib=calib,
+                    calib_images=calib_images, input_size=img_size, allow_drop=allow_drop,
+                    parity_images=parity_images, threads=threads, force=force, report=report)
+    s = summarize(out_dir)
+    for line in report:
+        typer.echo(line)
+    typer.echo(f"built {s['out']}  (target {s['target']}, {s['format']}, {s['precision']})")
+    for name, size in s["files"].items():
+        typer.echo(f"  {name:<24} {size / 1e6:8.2f} MB")
+    p = s["parity"] or {}
+    if p.get("ran"):
+        line = f"parity vs PyTorch fp32 ({p.get('image_source')}): agreement {p['agreement']:.4f}"
+        if p.get("max_abs_logit_diff") is not None:
+            line += f", max |logit diff| {p['max_abs_logit_diff']:.4g}"
+        if p.get("miou_reference") is not None:
+            line += f", mIoU {p['miou_reference']:.4f} -> {p['miou_artifact']:.4f}"
+        typer.echo(line + ("" if p.get("passed") else "  (FAILED, kept by --allow-drop)"))
+    else:
+        typer.echo(f"parity: not run ({p.get('reason')})")
+    c = s.get("compiler")
+    if c and c.get("command"):
+        typer.echo(f"compile on the device: {c['command']}" if not c.get("ran") else f"compiled: {c['command']}")
+
+
+def targets_cmd():
+    """List target profiles: format, precisions, layout, shape, and whether the runtime runs here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeseg.targets import list_targets, load_target, runtime_available
+
+    table = Table(title="targets (profiles in edgeseg/targets/*.yaml)")
+    for col in ("name", "format", "precisions", "layout", "shape", "runtime", "available here"):
+        table.add_column(col)
+    for name in list_targets():
+        p = load_target(name)
+        ok, why = runtime_available(p)
+        table.add_row(name, p.format, ",".join(p.precisions), p.layout, p.shape,
+                      p.runtime + (f" ({p.device})" if p.device else ""), "yes" if ok else f"no: {why}")
+    Console(width=160).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build_cmd)
+    app.command("targets")(targets_cmd)
