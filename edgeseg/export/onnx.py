@@ -12,6 +12,7 @@ calibration images) after ``quant_pre_process`` (shape inference + graph cleanup
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def export_fp32(model, input_size, path: Path, *, opset: int = 17, dynamic: bool
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}} if dynamic else None
     path = Path(path)
-    with export_step(f"ONNX export (opset {opset})", path):
+    with export_step(f"ONNX export (opset {opset})", path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deliberate
         with torch.no_grad():
             torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=int(opset),
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
