@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import shlex
 import statistics
@@ -148,11 +149,20 @@ def _shape(crf) -> str:
     return f"{h}x{w} (HxW)"
 
 
-def markdown(args, argv, ds, km_rows, crf, model) -> str:
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+def markdown(args, argv, ds, km_rows, crf, model, load_start) -> str:
     lines = [START, "## Measured: k-means baseline and dense CRF on CamVid " + ds.split, ""]
     lines.append(f"Command: `python tools/bench_crf_kmeans.py {' '.join(shlex.quote(a) for a in argv)}`  ")
     lines.append(f"Machine: {cpu_model()}, {platform.python_implementation()} {platform.python_version()}, "
-                 f"numpy {np.__version__}, OpenCV {cv2.__version__}, one process  ")
+                 f"numpy {np.__version__}, OpenCV {cv2.__version__}, one process, {os.cpu_count()} logical CPUs; "
+                 f"load average (1/5/15 min) {load_start} at start, {_load()} at end (other jobs share "
+                 "the machine: times are inflated when the load exceeds the CPU count)  ")
     lines.append(f"Date: {datetime.date.today().isoformat()}; data: `{ds.root.name}` {ds.split}, "
                  f"{km_rows[0]['images'] if km_rows else 0} images for k-means")
     lines.append("")
@@ -242,6 +252,7 @@ def main(argv=None) -> int:
     from edgeseg.errors import EdgesegError
 
     log = lambda s: print(s, flush=True)  # noqa: E731
+    load_start = _load()
     try:
         ds = open_dataset(args.data, args.split)
         ks = [int(k) for k in args.k.split(",") if k.strip()]
@@ -258,7 +269,7 @@ def main(argv=None) -> int:
     except EdgesegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    section = markdown(args, argv, ds, km, crf, model)
+    section = markdown(args, argv, ds, km, crf, model, load_start)
     if args.no_write:
         print(section)
     else:
