@@ -158,7 +158,7 @@ def _load() -> str:
 
 def markdown(args, argv, ds, km_rows, crf, model, load_start) -> str:
     lines = [START, "## Measured: k-means baseline and dense CRF on CamVid " + ds.split, ""]
-    lines.append(f"Command: `python tools/bench_crf_kmeans.py {' '.join(shlex.quote(a) for a in argv)}`  ")
+    lines.append(f"Command: `{' '.join(['python tools/bench_crf_kmeans.py'] + [shlex.quote(a) for a in argv])}`  ")
     lines.append(f"Machine: {cpu_model()}, {platform.python_implementation()} {platform.python_version()}, "
                  f"numpy {np.__version__}, OpenCV {cv2.__version__}, one process, {os.cpu_count()} logical CPUs; "
                  f"load average (1/5/15 min) {load_start} at start, {_load()} at end (other jobs share "
