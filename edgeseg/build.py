@@ -266,8 +266,16 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
     if not ok:
         if extra.get("parity_proxy"):
             runtime = extra["parity_proxy"]
+            where = "CPU"
+            if runtime == "onnxruntime" and profile.runtime == "tensorrt":
+                from edgeseg.runtime.onnxruntime import available_providers
+
+                if "TensorrtExecutionProvider" in available_providers():
+                    device, where = "tensorrt", "its TensorRT execution provider"
+                elif "CUDAExecutionProvider" in available_providers():
+                    device, where = "cuda", "its CUDA execution provider"
             proxy = (f"{profile.runtime} is not available here ({why}); parity ran the same "
-                     f"{Path(read_files_model(artifact_dir)).name} on {runtime} (CPU) as a proxy")
+                     f"{Path(read_files_model(artifact_dir)).name} on {runtime} ({where}) as a proxy")
         elif extra.get("parity_proxy_device"):
             device = extra["parity_proxy_device"]
             from edgeseg.targets import TargetProfile

@@ -182,3 +182,19 @@ def test_cli_build_and_targets(work, tmp_path, capsys):
     assert main(["targets"]) == 0
     table = capsys.readouterr().out
     assert "onnxruntime-cpu" in table and "jetson" in table
+
+
+def test_forbidden_op_fails_the_build(work, tmp_path, monkeypatch):
+    import edgeseg.targets as targets
+
+    root, data, ckpt = work
+
+    def forbid_conv(name):
+        p = load_target(name)
+        p.constraints = {"forbidden": ["Conv"]}
+        return p
+
+    monkeypatch.setattr(targets, "load_target", forbid_conv)
+    with pytest.raises(BuildError, match="uses Conv"):
+        build(ckpt, "onnxruntime-cpu", out=tmp_path / "art")
+    assert list(tmp_path.iterdir()) == []

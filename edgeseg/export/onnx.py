@@ -113,11 +113,21 @@ def count_ops(path: Path) -> dict:
     return counts
 
 
+def check_forbidden(path: Path, profile) -> None:
+    """BuildError when the graph holds an op the target's ``constraints.forbidden`` lists."""
+    forbidden = set((profile.constraints or {}).get("forbidden") or [])
+    found = sorted(forbidden & set(count_ops(path)))
+    if found:
+        raise BuildError(f"the ONNX graph of '{path.name}' uses {', '.join(found)}, which target "
+                         f"'{profile.name}' cannot run: choose a model without it or another target")
+
+
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None) -> ExportResult:
     out_dir = Path(out_dir)
     require_calib(precision, calib)
     opset = int(profile.opset or 17)
     fp32 = export_fp32(model, input_size, out_dir / "model.onnx", opset=opset, dynamic=profile.shape == "dynamic")
+    check_forbidden(fp32, profile)
     extra = profile.extra or {}
     if precision == "fp32":
         files = [fp32]

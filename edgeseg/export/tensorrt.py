@@ -36,6 +36,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     require_calib(precision, calib)
     opset = int(profile.opset or 17)
     fp32 = onnx_export.export_fp32(model, input_size, out_dir / "model.onnx", opset=opset, dynamic=False)
+    onnx_export.check_forbidden(fp32, profile)
     details: dict = {"opset": opset}
     model_file = fp32
     if precision == "int8":
