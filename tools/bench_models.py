@@ -25,7 +25,8 @@ NOTES = (
     "Input sizes: every model checks its input (`SegmentationModel.check_input_size`) and names the "
     "nearest valid size. Divisors: ENet 8, BiSeNet V1/V2 and FCN 32, U-Net 16, DeepLabv3+ = its "
     "output stride (16 by default, 8 with `output_stride=8`; MobileNetV2's last stride-2 stage is "
-    "dilated instead). `unet_valid` also needs at least 96 px (it mirror-pads 94 px per side).",
+    "dilated instead), Segmenter = its patch size (16 by default, 8 with `patch_size=8`). "
+    "`unet_valid` also needs at least 96 px (it mirror-pads 94 px per side).",
     "`enet` upsamples bilinearly in the decoder (no MaxUnpool, which makes OpenVINO about 4x slower); "
     "`enet_unpool` is the paper's decoder with max-pool indices (exported to ONNX as ScatterElements, "
     "since the TorchScript exporter has no MaxUnpool symbolic).",
@@ -37,6 +38,16 @@ NOTES = (
     "FCNs use a small VGG-like backbone (widths 32-64-128-256-256, BN), not VGG-16.",
     "`unet` / `unet_valid` use `base_channels=32` (the paper: 64); `unet_valid` computes on the "
     "mirror-padded tile, hence more MACs for the same input.",
+    "`segmenter` is a ViT-Tiny-width encoder (dim 192, 3 heads, MLP ratio 4) with 6 blocks instead of 12, "
+    "patch 16, and the paper's mask transformer decoder (2 blocks, class embeddings as tokens), trained "
+    "from scratch (the paper fine-tunes ImageNet-pretrained ViTs); `decoder=\"linear\"` is the paper's "
+    "linear baseline. Position embeddings are learned for a 24x30 grid (384x480) and bilinearly resized "
+    "to the input's patch grid, so any multiple of 16 works (also in the exported ONNX graph). "
+    "Attention cost grows with the square of the token count (H*W/256).",
+    "Decoder upsampling (`upsample=`; the table uses each model's default): `enet` bilinear (default), "
+    "nearest, deconv, unpool (= `enet_unpool`); `fcn8s/16s/32s` deconv (default, bilinear-initialised and "
+    "learned, the paper's), bilinear, nearest; `unet` / `unet_valid` deconv (default, the paper's "
+    "up-convolution), bilinear, nearest (resize + 1x1 conv).",
     "Papers: each module's docstring in `edgeseg/models/` and `edgeseg.models.get_entry(name).paper`.",
 )
 
