@@ -429,8 +429,11 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         manifest["export_seconds"] = round(export_seconds, 3)
         write_manifest(tmp, manifest)
 
-        parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
-                              image_source=image_source, threads=threads)
+        from edgeseg.export.base import export_step
+
+        with export_step(f"parity run ({profile.runtime})"):
+            parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
+                                  image_source=image_source, threads=threads)
         from edgeseg.train.checkpoint import atomic_write_text
 
         atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")
