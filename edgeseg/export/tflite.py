@@ -1,0 +1,280 @@
+"""Full-integer int8 TFLite export (Coral Edge TPU, LiteRT CPU) with litert-torch and PT2E.
+
+Pipeline (every call is the installed packages' public API):
+
+1. Head options applied to the fp32 model, on its ``torch.export`` graph:
+   ``low_res_output`` removes the model's final resize (an ``aten.upsample_*`` node feeding
+   the output) so the graph outputs logits at 1/k of the input (the manifest's
+   ``output.size``; the runtime's post-processing upsamples); ``fused_argmax`` appends
+   ``argmax`` over classes so the graph outputs class ids (``output.kind: classes``).
+2. NHWC input: ``litert_torch.to_channel_last_io(model, args=[0], outputs=[0])`` wraps the
+   NCHW model with permutes at its input/output; the converter folds them into the
+   NHWC TFLite graph, which then holds no TRANSPOSE op at the edges (the Edge TPU check
+   reports any TRANSPOSE left inside).
+3. ``torch.export.export(wrapper, (x_nhwc,)).module()``, then
+   ``torchao.quantization.pt2e.quantize_pt2e.prepare_pt2e(gm, PT2EQuantizer().set_global(
+   get_symmetric_quantization_config(is_per_channel=True)))``, calibration by running
+   every calibration image through the prepared model, ``convert_pt2e(gm, fold_quantize=False)``.
+   Weights: int8 symmetric per-channel; activations: int8 per-tensor (HistogramObserver).
+4. ``litert_torch.convert(gm, (x_nhwc,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+   .export(path)``: the quantize/dequantize pairs at the graph edges are folded, so the
+   model's input and output tensors are themselves int8 (checked below from
+   ``ai_edge_litert.interpreter.Interpreter.get_input_details()/get_output_details()``,
+   whose ``quantization`` (scale, zero_point) goes to the manifest).
+5. The Edge TPU compatibility check (:func:`edgeseg.edgetpu.check_edgetpu`) and, where it
+   is on PATH, ``edgetpu_compiler -s -o OUT model_int8.tflite``.
+
+Options come from ``profile.extra`` (see ``targets/coral.yaml``) or keyword arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import ConfigError, require
+from edgeseg.export.base import BuildError, ExportResult, export_step, require_calib
+
+log = logging.getLogger("edgeseg.export")
+
+RESIZE_TARGETS = ("upsample_bilinear2d", "upsample_nearest2d", "_upsample_bilinear2d_aa",
+                  "_upsample_nearest_exact2d", "upsample_bicubic2d")
+
+
+def _torch_modules():
+    require("litert_torch", "tflite", "the TFLite export")
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    return litert_torch, pt2e_quantizer, quant_config, quantize_pt2e
+
+
+def interpreter_class():
+    """``ai_edge_litert.interpreter.Interpreter``, else ``tflite_runtime.interpreter.Interpreter``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter  # older devices
+        except ImportError:
+            require("ai_edge_litert", "tflite", "running TFLite models")
+            raise
+    return Interpreter
+
+
+# --- head options ------------------------------------------------------------------------
+
+def drop_final_resize(gm):
+    """Remove the resize op that produces the graph output of an exported GraphModule.
+
+    Returns ``(gm, (h, w))``, the output's new spatial size. ConfigError when the output is
+    not produced by a resize (the model already outputs at its head's resolution)."""
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    src = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
+    name = getattr(src.target, "__name__", str(src.target))
+    if src.op != "call_function" or not any(name.startswith(t) for t in RESIZE_TARGETS):
+        raise ConfigError(
+            f"low_res_output: the model's last op is '{name}', not a resize: this model has no final "
+            f"upsample to drop; build without low_res_output")
+    low = src.args[0]
+    src.replace_all_uses_with(low)
+    gm.graph.erase_node(src)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    shape = tuple(int(v) for v in low.meta["val"].shape[-2:])
+    return gm, shape
+
+
+class _ArgmaxHead:
+    """Wraps a module: ``argmax`` over dim 1 (classes), keepdim, int32."""
+
+    @staticmethod
+    def build(module):
+        import torch
+
+        class ArgmaxHead(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return torch.argmax(self.inner(x), dim=1, keepdim=True).to(torch.int32)
+
+        return ArgmaxHead(module)
+
+
+def prepare_module(model, input_size, *, low_res_output: bool = False, fused_argmax: bool = False):
+    """The NHWC-in module to quantize and its output facts: ``(module, out_size, kind)``.
+
+    Output layout is NHWC (logits N x h x w x C; classes N x h x w x 1)."""
+    import torch
+
+    litert_torch, *_ = _torch_modules()
+    h, w = input_size
+    x = torch.zeros(1, 3, h, w)
+    inner = model.eval()
+    out_size = (h, w)
+    if low_res_output:
+        inner = torch.export.export(inner, (x,)).module()
+        inner, out_size = drop_final_resize(inner)
+    if fused_argmax:
+        inner = _ArgmaxHead.build(inner)
+    wrapped = litert_torch.to_channel_last_io(inner, args=[0], outputs=[0])
+    return wrapped, out_size, ("classes" if fused_argmax else "logits")
+
+
+# --- quantization + conversion ------------------------------------------------------------
+
+def nchw_to_nhwc(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 2, 3, 1)))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch prints progress lines to stdout/stderr: keep them out of the build output."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield buf
+
+
+@contextlib.contextmanager
+def _ordered_observer_creation():
+    """Work around an ordering bug in torchao 0.18's ``prepare_pt2e``.
+
+    ``prepare._get_obs_or_fq_map`` creates one observer per sharing group from the first
+    member it meets, in annotation order; when that member holds a ``SharedQuantizationSpec``
+    whose target has no observer yet (a max-pool and a concatenation reading the same
+    ReLU, as in every U-Net skip) it fails with "please make sure only refer to edge or node
+    that has observer/fake_quant inserted". Creating observers for plain specs first, then
+    shared, then derived (bias) specs gives the same groups without the failure.
+    """
+    import torchao.quantization.pt2e.prepare as prep
+    from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec, SharedQuantizationSpec
+
+    original = prep._get_obs_or_fq_map
+
+    def ordered(edge_or_node_to_group_id, edge_or_node_to_qspec, is_qat):
+        def rank(item):
+            spec = item[1]
+            return 1 if isinstance(spec, SharedQuantizationSpec) else 2 if isinstance(spec, DerivedQuantizationSpec) \
+                else 0
+
+        made, by_group = {}, {}
+        for key, spec in sorted(edge_or_node_to_qspec.items(), key=rank):
+            group = edge_or_node_to_group_id[key]
+            if group not in by_group:
+                by_group[group] = prep._create_obs_or_fq_from_qspec(spec, made, is_qat)
+            made[key] = by_group[group]
+        return {k: made[k] for k in edge_or_node_to_qspec}
+
+    prep._get_obs_or_fq_map = ordered
+    try:
+        yield
+    finally:
+        prep._get_obs_or_fq_map = original
+
+
+def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True):
+    """PT2E static int8 quantization; returns ``(converted GraphModule, quantizer)``."""
+    import torch
+
+    _, pq, _, qpt2e = _torch_modules()
+    example = calib_nhwc[0]
+    gm = torch.export.export(module, (example,)).module()
+    quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
+    with _ordered_observer_creation():
+        prepared = qpt2e.prepare_pt2e(gm, quantizer)
+    with torch.no_grad():
+        for a in calib_nhwc:
+            prepared(a)
+    return qpt2e.convert_pt2e(prepared, fold_quantize=False), quantizer
+
+
+def convert_tflite(gm, example, quantizer, path: Path) -> Path:
+    litert_torch, _, qc, _ = _torch_modules()
+    with _quiet():
+        edge = litert_torch.convert(gm, (example,), quant_config=qc.QuantConfig(pt2e_quantizer=quantizer))
+        edge.export(str(path))
+    return path
+
+
+def io_details(path: Path) -> tuple[dict, dict]:
+    """(input, output) details of a .tflite from the interpreter, as manifest entries."""
+    Interpreter = interpreter_class()
+    it = Interpreter(model_path=str(path))
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+
+    def entry(d):
+        scale, zp = d["quantization"]
+        dtype = np.dtype(d["dtype"]).name
+        quant = {"scale": float(scale), "zero_point": int(zp)} if scale else None
+        return {"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": dtype, "quant": quant}
+
+    return entry(inp), entry(out)
+
+
+def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
+           low_res_output: bool | None = None, fused_argmax: bool | None = None) -> ExportResult:
+    out_dir = Path(out_dir)
+    if precision != "int8":
+        raise BuildError(f"the tflite exporter builds full-integer int8 only, not '{precision}' "
+                         f"(target '{profile.name}')")
+    require_calib(precision, calib)
+    extra = profile.extra or {}
+    low_res_output = bool(extra.get("low_res_output", False) if low_res_output is None else low_res_output)
+    fused_argmax = bool(extra.get("fused_argmax", False) if fused_argmax is None else fused_argmax)
+    h, w = (int(v) for v in input_size)
+    path = out_dir / "model_int8.tflite"
+
+    with export_step("TFLite head options + NHWC wrapper"):
+        module, out_size, kind = prepare_module(model, (h, w), low_res_output=low_res_output,
+                                                fused_argmax=fused_argmax)
+    calib_nhwc = [nchw_to_nhwc(a) for a in calib]
+    with export_step(f"PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
+        gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)))
+    with export_step("litert-torch conversion", path):
+        convert_tflite(gm, calib_nhwc[0], quantizer, path)
+
+    inp, out = io_details(path)
+    if inp["dtype"] not in ("int8", "uint8") or (kind == "logits" and out["dtype"] not in ("int8", "uint8")):
+        raise BuildError(f"litert-torch did not give integer input/output (input {inp['dtype']}, output "
+                         f"{out['dtype']}): the model is not full-integer; check the model's ops")
+    if inp["shape"] != [1, h, w, 3]:
+        raise BuildError(f"unexpected TFLite input shape {inp['shape']} (wanted [1, {h}, {w}, 3])")
+
+    from edgeseg import edgetpu
+
+    report = edgetpu.check_edgetpu(path, max_resize=int((profile.constraints or {}).get("max_resize",
+                                                                                     edgetpu.DEFAULT_MAX_RESIZE)))
+    compiler = edgetpu.run_compiler(path, out_dir / "edgetpu", command=(profile.compiler or {}).get("command"))
+    files = [path]
+    compiled = compiler.get("output_model")
+    details = {
+        "files": {"model": path.name},
+        "input": {"name": inp["name"], "size": [h, w], "layout": "NHWC", "dtype": inp["dtype"],
+                  "quant": inp["quant"]},
+        "output": {"name": out["name"], "layout": "NHWC", "kind": kind, "dtype": out["dtype"],
+                   "quant": out["quant"] if kind == "logits" else None, "size": list(out_size)},
+        "head": {"low_res_output": low_res_output, "fused_argmax": fused_argmax,
+                 "output_stride": [h // out_size[0], w // out_size[1]]},
+        "quantization": {"method": "PT2E static (torchao prepare_pt2e/convert_pt2e) + litert-torch",
+                         "quantizer": "litert_torch PT2EQuantizer, get_symmetric_quantization_config("
+                                      f"is_per_channel={bool(extra.get('per_channel', True))})",
+                         "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
+                         "calibration_images": len(calib_nhwc), "full_integer": report["full_integer"]},
+        "edgetpu_check": report,
+        "compiler": compiler,
+    }
+    if compiled:
+        files.append(Path(compiled))
+        details["files"]["edgetpu_model"] = Path(compiled).relative_to(out_dir).as_posix()
+    log.info("Edge TPU check: %s", report["summary"])
+    return ExportResult(path, files, precision, details)
