@@ -197,10 +197,13 @@ def markdown(args, argv, ds, km_rows, crf, model, load_start) -> str:
             name = "numpy (built in)" if b == "numpy" else "pydensecrf2 (optional, C++)"
             lines.append(f"| {name} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
                          f"{_fmt(r['sim_miou_before'])} -> {_fmt(r['sim_miou_after'])} |")
+        moved = ", ".join(f"{'raised' if r['sim_miou_after'] > r['sim_miou_before'] else 'lowered'} it "
+                          f"with {b}" for b, r in crf.items())
         lines += ["", "\"Simulated\" predictions are not a model: the ground truth averaged over 16x16 "
                   "cells, upsampled bilinearly, mixed with 30% uniform and perturbed with logit noise "
-                  "(`coarse_probs` in the tool). They only show that the CRF snaps a coarse prediction "
-                  "to image edges; a real model's gain must be measured with `--checkpoint`.", ""]
+                  "(`coarse_probs` in the tool). They exercise the CRF on real CamVid images without a "
+                  f"trained model; here the CRF {moved}. A model's own errors and confidence differ, so "
+                  "measure its gain (and tune the kernel parameters) with `--checkpoint`.", ""]
     if model:
         lines += [f"### Model with and without CRF: `{model['checkpoint']}`", "",
                   f"{model['images']} images; model forward {model['ms_model']:.0f} ms, CRF "
