@@ -51,7 +51,7 @@ class TensorRTPredictor(Predictor):
         torch = require("torch", "torch", "TensorRT buffers")
         if not torch.cuda.is_available():
             raise ConfigError("the TensorRT runtime needs an NVIDIA GPU and none is visible here: "
-                              "run the artifact on the Jetson, or use --runtime onnxruntime as a proxy")
+                              "run the artifact on the Jetson, or run its ONNX with load_predictor(dir, runtime='onnxruntime')")
         self.torch = torch
         self.cuda = torch.device("cuda")
         precision = manifest.get("precision", "fp32")
