@@ -23,6 +23,7 @@ def _register_commands():
     # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
     from edgeseg.cli import build as build_cli
     from edgeseg.cli import data as data_cli
+    from edgeseg.cli import demo as demo_cli
     from edgeseg.cli import models as models_cli
     from edgeseg.cli import segment as segment_cli
     from edgeseg.cli import train as train_cli
@@ -34,6 +35,7 @@ def _register_commands():
     train_cli.register(app)
     segment_cli.register(app)
     build_cli.register(app)
+    demo_cli.register(app)
 
 
 _register_commands()

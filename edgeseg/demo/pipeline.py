@@ -1,0 +1,320 @@
+"""The demo pipeline: capture thread -> inference workers -> renderer (main thread).
+
+::
+
+    Capture (1 thread)          Workers (N threads, one Predictor each)     main thread
+    decode -> newest-frame slot --> BGR->RGB, preprocess, infer, postprocess --> reorder, colour,
+             (live) or bounded                                                  blend, HUD, legend,
+             queue (files)                                                      record, window, keys
+
+Decode, pre/post-processing and drawing run in other threads than a given model call,
+so they overlap it; with ``workers=2`` two model calls overlap as well (each Predictor
+has its own session / infer request and ``threads`` intra-op threads). Results are
+shown in capture order: files process every frame in order; a live source shows the
+newest result and skips a result older than one already shown.
+
+:func:`run_demo` returns the summary (frames, FPS, latency percentiles).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeseg.demo.capture import Capture, CaptureError, open_source
+from edgeseg.demo.render import MODES, Recorder, Renderer, open_window
+from edgeseg.errors import EdgesegError
+
+_END = object()
+
+
+@dataclass
+class DemoConfig:
+    artifact: Path
+    source: str = "0"
+    window: bool = True
+    record: Path | None = None
+    max_frames: int | None = None
+    alpha: float = 0.5
+    mode: str = "overlay"
+    hud: bool = True
+    workers: int = 2
+    threads: int | None = None          #: intra-op threads per worker (default: cores / workers)
+    device: str | None = None
+    drop: bool | None = None            #: keep only the newest frame (default: live sources only)
+    retries: int = 3
+    backoff: tuple = (0.5, 1.0, 2.0)
+    first_frame_timeout_s: float = 30.0  #: watchdog before the first result (model warm-up)
+    stall_timeout_s: float = 10.0        #: watchdog between results
+    screenshot_dir: Path = field(default_factory=Path.cwd)
+    window_backend: str = "auto"
+    json_path: Path | None = None
+    log: object = None
+
+
+def percentiles(values, ps=(50, 90, 99)) -> dict:
+    if not values:
+        return {f"p{p}": None for p in ps} | {"mean": None}
+    a = np.asarray(values, np.float64)
+    out = {f"p{p}": round(float(np.percentile(a, p)), 3) for p in ps}
+    out["mean"] = round(float(a.mean()), 3)
+    return out
+
+
+class _Workers:
+    """N inference threads pulling frames from the capture; results go to one queue."""
+
+    def __init__(self, predictors, capture: Capture, out: queue.Queue, stop: threading.Event):
+        self.predictors = predictors
+        self.capture = capture
+        self.out = out
+        self.stop = stop
+        self.threads = [threading.Thread(target=self._run, args=(p,), name=f"edgeseg-infer-{i}", daemon=True)
+                        for i, p in enumerate(predictors)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self, predictor):
+        try:
+            while not self.stop.is_set():
+                try:
+                    frame = self.capture.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if frame is None:
+                    break
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+                x, meta = predictor.preprocess(rgb)
+                t1 = time.perf_counter()
+                y = predictor.infer(x)
+                t2 = time.perf_counter()
+                cls = predictor.postprocess(y, meta)
+                t3 = time.perf_counter()
+                self._put((frame, cls, {"pre_ms": (t1 - t0) * 1e3, "model_ms": (t2 - t1) * 1e3,
+                                        "post_ms": (t3 - t2) * 1e3, "t_done": t3}))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._put(exc)
+            return
+        self._put(_END)
+
+
+def load_predictors(artifact, workers: int, threads: int | None = None, device: str | None = None):
+    from edgeseg.runtime import load_predictor
+
+    workers = max(1, int(workers))
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    return [load_predictor(artifact, threads=threads, device=device) for _ in range(workers)]
+
+
+def run_demo(cfg: DemoConfig, predictors=None) -> dict:
+    """Run the demo until the source ends, ``max_frames`` were shown, or the user quits."""
+    log = cfg.log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if cfg.mode not in MODES:
+        raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got '{cfg.mode}'")
+    source = open_source(cfg.source)  # a missing file is an error before anything else
+    recorder = Recorder(cfg.record) if cfg.record else None  # bad --record name: also before
+    if predictors is None:
+        predictors = load_predictors(cfg.artifact, cfg.workers, cfg.threads, cfg.device)
+    manifest = predictors[0].manifest
+    name = f"{(manifest.get('model') or {}).get('name', '')} {manifest.get('target', '')} " \
+           f"{manifest.get('precision', '')}".strip()
+    renderer = Renderer(manifest["classes"], manifest["colors"], alpha=cfg.alpha, mode=cfg.mode, hud=cfg.hud,
+                        model_name=name)
+    drop = source.live if cfg.drop is None else bool(cfg.drop)
+    capture = Capture(source, mode="latest" if drop else "all", retries=cfg.retries, backoff=cfg.backoff,
+                      max_frames=None if drop else cfg.max_frames, queue_size=2 * len(predictors) + 2, log=log)
+    window = open_window("edgeseg demo", cfg.window_backend) if cfg.window else None
+
+    stop = threading.Event()
+    results: queue.Queue = queue.Queue(maxsize=2 * len(predictors) + 2)
+    workers = _Workers(predictors, capture, results, stop)
+    stats = {"model_ms": [], "pre_ms": [], "post_ms": [], "e2e_ms": [], "render_ms": []}
+    shown = 0
+    skipped_stale = 0
+    paused = False
+    quit_reason = "end of source"
+    pending: dict[int, tuple] = {}
+    next_index = 0
+    last_index = -1
+    ended_workers = 0
+    t_first = t_last = None
+    fps_ema = 0.0
+    screenshots: list[str] = []
+    last_picture = None
+    ok = False
+    t_start = time.perf_counter()
+
+    def _render(it):
+        nonlocal shown, t_first, t_last, fps_ema, last_index
+        fr, cls, tm = it
+        t0 = time.perf_counter()
+        pic = renderer.compose(fr.image, cls, {"fps": fps_ema, "model_ms": tm["model_ms"],
+                                               "e2e_ms": (t0 - fr.t_capture) * 1e3,
+                                               "dropped": capture.dropped})
+        if recorder is not None:
+            recorder.write(pic)
+        if window is not None:
+            window.show(pic)
+        t1 = time.perf_counter()
+        if t_last is not None:
+            dt = t1 - t_last
+            fps_ema = (1.0 / dt) if fps_ema == 0 else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+        t_first = t1 if t_first is None else t_first
+        t_last = t1
+        last_index = fr.index
+        shown += 1
+        for k in ("model_ms", "pre_ms", "post_ms"):
+            stats[k].append(tm[k])
+        stats["e2e_ms"].append((t1 - fr.t_capture) * 1e3)
+        stats["render_ms"].append((t1 - t0) * 1e3)
+        return pic
+
+    capture.start()
+    workers.start()
+    try:
+        while True:
+            # -- keys (also while paused)
+            if window is not None:
+                key = window.poll_key(1 if not paused else 30)
+                if key == "q":
+                    quit_reason = "quit"
+                    break
+                if key == " ":
+                    paused = not paused
+                elif key == "m":
+                    renderer.cycle_mode()
+                elif key == "s" and last_picture is not None:
+                    path = Path(cfg.screenshot_dir) / time.strftime("edgeseg-demo-%Y%m%d-%H%M%S.png")
+                    cv2.imwrite(str(path), last_picture)
+                    screenshots.append(str(path))
+                    log(f"screenshot: {path}")
+                if paused:
+                    if last_picture is not None:
+                        window.show(last_picture)
+                    continue
+            # -- next result (watchdog: never wait forever)
+            timeout = cfg.stall_timeout_s if shown else cfg.first_frame_timeout_s
+            try:
+                item = results.get(timeout=0.05 if window is not None else timeout)
+            except queue.Empty:
+                if window is not None and time.perf_counter() - (t_last or t_start) < timeout:
+                    continue
+                if capture.error:
+                    raise capture.error
+                what = "the first frame" if not shown else "a new frame"
+                raise CaptureError(f"{source.describe()}: no result for {timeout:g} s while waiting for {what} "
+                                   f"(source stalled?): giving up")
+            if isinstance(item, BaseException):
+                raise item
+            if item is _END:
+                ended_workers += 1
+                if ended_workers == len(predictors):
+                    # flush what is left in order (files), then stop
+                    for idx in sorted(pending):
+                        if cfg.max_frames is not None and shown >= cfg.max_frames:
+                            break
+                        _show = pending.pop(idx)
+                        last_picture = _render(_show)
+                    if capture.error:
+                        raise capture.error
+                    break
+                continue
+            frame = item[0]
+            if drop:
+                if frame.index < last_index:
+                    skipped_stale += 1
+                    continue
+                ready = [item]
+            else:
+                pending[frame.index] = item
+                ready = []
+                while next_index in pending:
+                    ready.append(pending.pop(next_index))
+                    next_index += 1
+
+            for it in ready:
+                last_picture = _render(it)
+                if cfg.max_frames is not None and shown >= cfg.max_frames:
+                    break
+            if cfg.max_frames is not None and shown >= cfg.max_frames:
+                quit_reason = "max frames"
+                break
+        ok = True
+    except KeyboardInterrupt:
+        quit_reason = "interrupted"
+        ok = True
+    finally:
+        stop.set()
+        capture.stop()
+        if window is not None:
+            window.close()
+        saved = recorder.close(ok=ok and shown > 0) if recorder is not None else None
+        capture.join(1.0)
+        for t in workers.threads:
+            t.join(2.0)
+    wall = time.perf_counter() - t_start
+    steady = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
+    summary = {
+        "source": source.describe(),
+        "artifact": str(cfg.artifact),
+        "model": name,
+        "stopped": quit_reason,
+        "frames": shown,
+        "captured": capture.captured,
+        "dropped": capture.dropped,
+        "skipped_stale": skipped_stale,
+        "reconnects": capture.reconnects,
+        "workers": len(predictors),
+        "threads_per_worker": predictors[0].threads,
+        "drop_frames": drop,
+        "fps": round((shown - 1) / steady, 3) if shown > 1 and steady > 0 else None,
+        "wall_s": round(wall, 3),
+        "latency_ms": {k.removesuffix("_ms"): percentiles(v) for k, v in stats.items()},
+        "record": str(saved) if saved else None,
+        "screenshots": screenshots,
+    }
+    if cfg.json_path:
+        import json
+
+        Path(cfg.json_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lat = s["latency_ms"]
+
+    def p(k):
+        d = lat[k]
+        return "n/a" if d["p50"] is None else f"p50 {d['p50']:.1f} / p90 {d['p90']:.1f} / p99 {d['p99']:.1f} ms"
+
+    fps = "n/a" if s["fps"] is None else f"{s['fps']:.2f}"
+    lines = [f"demo: {s['frames']} frames from {s['source']} ({s['stopped']}), {fps} FPS, "
+             f"captured {s['captured']}, dropped {s['dropped']}, {s['workers']} worker(s)",
+             f"  model      {p('model')}", f"  end-to-end {p('e2e')}",
+             f"  pre {p('pre')}; post {p('post')}; render {p('render')}"]
+    if s.get("record"):
+        lines.append(f"  recorded {s['record']}")
+    return "\n".join(lines)
+
+
+__all__ = ["DemoConfig", "run_demo", "format_summary", "load_predictors", "percentiles"]
