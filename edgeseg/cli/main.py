@@ -21,6 +21,7 @@ app = typer.Typer(
 
 def _register_commands():
     # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
+    from edgeseg.cli import bench as bench_cli
     from edgeseg.cli import build as build_cli
     from edgeseg.cli import data as data_cli
     from edgeseg.cli import demo as demo_cli
@@ -35,6 +36,7 @@ def _register_commands():
     train_cli.register(app)
     segment_cli.register(app)
     build_cli.register(app)
+    bench_cli.register(app)
     demo_cli.register(app)
 
 

@@ -1,0 +1,120 @@
+"""Accuracy of an artifact on a labelled split: mIoU, per-class IoU, pixel accuracy, the
+same for the fp32 source model in PyTorch (``TorchPredictor``), the change per class, and
+flags for degenerate outputs (one class everywhere, an empty mask) whatever the mIoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import DataError, EdgesegError
+
+
+def open_split(data, split: str, manifest: dict):
+    """The dataset split, checked against the artifact's classes (DataError otherwise)."""
+    from edgeseg.data import available_splits, open_dataset
+
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"dataset folder '{data}' does not exist: give --data a dataset folder")
+    splits = available_splits(data)
+    if split not in splits:
+        raise DataError(f"dataset '{data}' has no '{split}' split (splits: {', '.join(splits) or 'none'}): "
+                        f"pick one with --split")
+    ds = open_dataset(data, split)
+    classes = list(manifest.get("classes") or [])
+    if list(ds.info.classes) != classes:
+        raise DataError(f"dataset '{data}' has classes {list(ds.info.classes)} but the artifact was built for "
+                        f"{classes}: bench it on data with the model's classes")
+    if len(ds) == 0:
+        raise DataError(f"split '{split}' of '{data}' has no images")
+    return ds
+
+
+def reference_predictor(manifest: dict, threads: int | None = None):
+    """``(TorchPredictor of the fp32 source, None)`` or ``(None, why not)``."""
+    from edgeseg.runtime.torch import TorchPredictor
+    from edgeseg.train.checkpoint import load_model
+
+    src = manifest.get("source") or {}
+    name = src.get("zoo") or src.get("path")
+    if not name:
+        return None, "the manifest names no source checkpoint"
+    if not src.get("zoo") and not Path(name).is_file():
+        return None, f"source checkpoint '{name}' is not on this machine"
+    try:
+        model, info, _ = load_model(name)
+    except EdgesegError as exc:
+        return None, f"source '{name}' cannot be loaded ({exc})"
+    return TorchPredictor.from_model(model, info, manifest["input"]["size"], threads=threads), None
+
+
+def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, max_images: int | None = None,
+             images=None) -> dict:
+    """Scores of ``predictor`` on ``ds`` (ConfusionMatrix.summary) plus the predicted-class histogram."""
+    from edgeseg.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    hist = np.zeros(256, np.int64)
+    single = 0
+    n = len(ds) if max_images is None else min(len(ds), int(max_images))
+    for i in range(n):
+        img, mask = images[i] if images is not None else ds.read(i)
+        pred = predictor.predict(img)
+        cm.update(np.minimum(pred, num_classes - 1) if pred.max(initial=0) >= num_classes else pred, mask)
+        h = np.bincount(pred.ravel(), minlength=256)
+        hist += h[:256]
+        single += int(np.count_nonzero(h) <= 1)
+    s = cm.summary(class_names)
+    s["images"] = n
+    s["predicted_pixels_per_class"] = {str(class_names[c]) if c < num_classes else str(c): int(v)
+                                      for c, v in enumerate(hist) if v}
+    s["single_class_images"] = single
+    return s
+
+
+def flags_for(scores: dict, num_classes: int) -> list[str]:
+    """Degenerate-output flags: one class everywhere, an empty mask (no valid class predicted)."""
+    out = []
+    counts = scores.get("predicted_pixels_per_class") or {}
+    names = [k for k, v in counts.items() if v]
+    valid = sum(v for k, v in counts.items() if not k.isdigit() or int(k) < num_classes)
+    if not names or valid == 0:
+        out.append("empty mask: no pixel gets a valid class")
+    elif len(names) == 1:
+        out.append(f"single-class output: every pixel of every image is '{names[0]}'")
+    elif scores.get("images") and scores.get("single_class_images") == scores["images"]:
+        out.append("single-class output: each image is one class only")
+    return out
+
+
+def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, threads: int | None = None,
+                    max_images: int | None = None, reference: bool = True) -> dict:
+    """mIoU / per-class IoU / pixel accuracy of the artifact and of its fp32 source, the deltas and flags."""
+    ds = open_split(data, split, manifest)
+    classes = list(manifest["classes"])
+    nc, ig = len(classes), int(manifest.get("ignore_index", 255))
+    n = len(ds) if max_images is None else min(len(ds), int(max_images))
+    pairs = [ds.read(i) for i in range(n)]
+    art = evaluate(predictor, ds, nc, ig, classes, images=pairs)
+    out = {"data": str(data), "split": split, "images": n, "miou": art["miou"],
+           "per_class_iou": art["per_class_iou"], "pixel_accuracy": art["pixel_accuracy"],
+           "predicted_pixels_per_class": art["predicted_pixels_per_class"],
+           "flags": flags_for(art, nc), "reference": None}
+    if reference:
+        ref, why = reference_predictor(manifest, threads)
+        if ref is None:
+            out["reference"] = {"available": False, "reason": why}
+        else:
+            r = evaluate(ref, ds, nc, ig, classes, images=pairs)
+            delta = {c: (None if art["per_class_iou"][c] is None or r["per_class_iou"][c] is None
+                         else art["per_class_iou"][c] - r["per_class_iou"][c]) for c in classes}
+            out["reference"] = {"available": True, "runtime": "torch fp32", "source": (manifest.get("source") or {}).get("path"),
+                                "miou": r["miou"], "per_class_iou": r["per_class_iou"],
+                                "pixel_accuracy": r["pixel_accuracy"], "delta_per_class": delta,
+                                "delta_miou": None if art["miou"] is None or r["miou"] is None else art["miou"] - r["miou"]}
+    return out
+
+
+__all__ = ["accuracy_report", "open_split", "reference_predictor", "evaluate", "flags_for"]

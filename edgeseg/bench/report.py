@@ -1,0 +1,325 @@
+"""Reports of bench results: JSON (schema-versioned), Markdown, and one self-contained HTML
+page whose plots are inline SVG written here (no plotting dependency, no network):
+accuracy against latency with the budget region shaded, per-class IoU of the fp32 source
+against the deployed model, and the latency histogram."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from edgeseg.train.checkpoint import atomic_write_text
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _f(v, fmt="{:.2f}", none="–"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return fmt.format(v)
+
+
+def _label(r: dict) -> str:
+    return f"{r.get('target')} {r.get('precision')}"
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def to_json(result) -> str:
+    return json.dumps(result, indent=2, allow_nan=False, default=str) + "\n"
+
+
+def write_json(result, path) -> Path:
+    atomic_write_text(Path(path), to_json(result))
+    return Path(path)
+
+
+# ------------------------------------------------------------------ Markdown
+
+
+def violations_table(budget: dict) -> list[str]:
+    rows = ["| metric | limit | value | over by |", "|---|---|---|---|"]
+    for v in budget.get("violations") or []:
+        if v.get("over_by") is None:
+            rows.append(f"| {v['metric']} | {v['limit']} | {v['value']} | – |")
+        else:
+            pct = f" ({v['over_by_pct']:.0f}%)" if v.get("over_by_pct") is not None else ""
+            rows.append(f"| {v['metric']} | {_f(v['limit'], '{:g}')} {v.get('unit', '')} | "
+                        f"{_f(v['value'], '{:.4g}')} {v.get('unit', '')} | {_f(v['over_by'], '{:.4g}')}{pct} |")
+    return rows
+
+
+def to_markdown(result: dict) -> str:
+    r = result
+    lat, e2e, thr = r["latency_ms"], r["end_to_end_ms"], r["throughput_fps"]
+    m = r["machine"]
+    out = [f"# edgeseg bench: {r.get('model')} on {r.get('target')} ({r.get('format')}, {r.get('precision')})", "",
+           f"- artifact: `{r['artifact']}`", f"- input {r['input_size'][0]}x{r['input_size'][1]}; image: {r['image']}",
+           f"- machine: {m['cpu']}, {m['usable_cores']} usable cores, threads {m['threads'] or 'runtime default'}, "
+           f"load average {m['load_average']}",
+           f"- runtimes: " + ", ".join(f"{k} {v}" for k, v in r["runtime_versions"].items()),
+           f"- model-only: {r['method']['model_only']}; {r['method']['runs']} runs after {r['method']['warmup']} warm-up",
+           "", "## Latency (ms)", "", "| | p50 | p90 | p99 | mean | min | max |", "|---|---|---|---|---|---|---|"]
+    for name, s in (("model only", lat), ("end to end", e2e)):
+        out.append(f"| {name} | " + " | ".join(_f(s[k]) for k in ("p50", "p90", "p99", "mean", "min", "max")) + " |")
+    st = r.get("stages_p50_ms") or {}
+    out += ["", "End-to-end stages (p50 ms): " + ", ".join(f"{k} {_f(v)}" for k, v in st.items()), "",
+            f"Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS, end to end {_f(thr['end_to_end'], '{:.1f}')} FPS, "
+            f"parallel requests {_f(thr.get('async'), '{:.1f}')} FPS"
+            + (f" ({thr['async_requests']} requests: {thr['async_method']})" if thr.get("async") else " (not offered by this runtime)"),
+            "", f"Peak memory (fresh process): {_f(r['peak_memory_mb'], '{:.1f}')} MB"
+            + (f" (baseline after imports {_f(r['memory']['baseline_mb'], '{:.1f}')} MB)" if r.get("memory") else ""),
+            f"Model size: {_f(r['size_mb'], '{:.3f}')} MB ({', '.join(r['size_files'])})", ""]
+    if r.get("miou") is not None or r.get("per_class_iou"):
+        ref = r.get("reference") or {}
+        out += ["## Accuracy", "", f"mIoU {_f(r['miou'], '{:.4f}')}, pixel accuracy {_f(r['pixel_accuracy'], '{:.4f}')}"
+                + (f"; fp32 PyTorch reference mIoU {_f(ref.get('miou'), '{:.4f}')} (change {_f(ref.get('delta_miou'), '{:+.4f}')})"
+                   if ref.get("available") else f"; reference: {ref.get('reason', 'not run')}"), "",
+                "| class | IoU | fp32 IoU | change |", "|---|---|---|---|"]
+        for c, v in r["per_class_iou"].items():
+            rv = (ref.get("per_class_iou") or {}).get(c)
+            d = (ref.get("delta_per_class") or {}).get(c)
+            out.append(f"| {c} | {_f(v, '{:.4f}')} | {_f(rv, '{:.4f}')} | {_f(d, '{:+.4f}')} |")
+        out.append("")
+    if r.get("flags"):
+        out += ["## Flags", ""] + [f"- **{f}**" for f in r["flags"]] + [""]
+    b = r["budget"]
+    lim = b["limits"]
+    out += ["## Budget", "", f"Limits: end-to-end p99 {_f(lim.get('p99_ms'), '{:g}')} ms, peak memory "
+            f"{_f(lim.get('memory_mb'), '{:g}')} MB, min mIoU {_f(lim.get('min_miou'), '{:g}')} "
+            f"(sources: {', '.join(f'{k}: {v}' for k, v in lim.get('sources', {}).items()) or 'none'})", "",
+            "**PASSED**" if b["passed"] else "**FAILED**", ""]
+    if b["violations"]:
+        out += violations_table(b) + [""]
+    return "\n".join(out)
+
+
+def matrix_markdown(rows: list[dict]) -> str:
+    cols = ["target", "format", "precision", "size MB", "mIoU", "change vs fp32", "p50 ms", "p99 ms", "FPS",
+            "peak MB", "budget"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        out.append("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------ SVG plots
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * e:
+            return m * e
+    return 10 * e
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    step = (hi - lo) / n
+    return [lo + i * step for i in range(n + 1)]
+
+
+def _axes(w, h, ml, mr, mt, mb, xlo, xhi, ylo, yhi, xlabel, ylabel, xfmt="{:g}", yfmt="{:g}"):
+    pw, ph = w - ml - mr, h - mt - mb
+    sx = lambda v: ml + (v - xlo) / (xhi - xlo) * pw  # noqa: E731
+    sy = lambda v: mt + ph - (v - ylo) / (yhi - ylo) * ph  # noqa: E731
+    s = [f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#888"/>']
+    for t in _ticks(xlo, xhi):
+        s.append(f'<line x1="{sx(t):.1f}" y1="{mt + ph}" x2="{sx(t):.1f}" y2="{mt + ph + 5}" stroke="#888"/>'
+                 f'<text x="{sx(t):.1f}" y="{mt + ph + 18}" font-size="11" text-anchor="middle">{xfmt.format(t)}</text>')
+    for t in _ticks(ylo, yhi):
+        s.append(f'<line x1="{ml - 5}" y1="{sy(t):.1f}" x2="{ml}" y2="{sy(t):.1f}" stroke="#888"/>'
+                 f'<line x1="{ml}" y1="{sy(t):.1f}" x2="{ml + pw}" y2="{sy(t):.1f}" stroke="#eee"/>'
+                 f'<text x="{ml - 8}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{yfmt.format(t)}</text>')
+    s.append(f'<text x="{ml + pw / 2}" y="{h - 6}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text>')
+    s.append(f'<text transform="translate(14 {mt + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">'
+             f'{html.escape(ylabel)}</text>')
+    return s, sx, sy, pw, ph
+
+
+def _svg(w, h, body, title, cls):
+    return (f'<svg class="plot {cls}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            f'viewBox="0 0 {w} {h}" role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
+            + "".join(body) + "</svg>")
+
+
+def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
+    """mIoU (y) against end-to-end p99 latency (x), one point per result; the budget region
+    (p99 <= limit, mIoU >= min) shaded green; the fp32 reference mIoU dashed."""
+    pts = [(r["end_to_end_ms"]["p99"], r.get("miou"), _label(r)) for r in results]
+    lim = results[0]["budget"]["limits"]
+    p99_lim, miou_lim = lim.get("p99_ms"), lim.get("min_miou")
+    has_acc = any(y is not None for _, y, _ in pts)
+    xhi = _nice_max(max([x for x, _, _ in pts] + ([p99_lim] if p99_lim else [])) * 1.15)
+    ys = [y for _, y, _ in pts if y is not None]
+    ref = next((r["reference"]["miou"] for r in results if (r.get("reference") or {}).get("miou") is not None), None)
+    yhi = min(1.0, _nice_max(max(ys + ([ref] if ref else []) + ([miou_lim] if miou_lim else []) + [0.05]) * 1.15))
+    body, sx, sy, pw, ph = _axes(w, h, 56, 16, 28, 44, 0, xhi, 0, yhi, "end-to-end p99 latency (ms)", "mIoU",
+                                 yfmt="{:.2f}")
+    x1 = sx(min(p99_lim, xhi)) if p99_lim else sx(xhi)
+    y0 = sy(min(miou_lim, yhi)) if miou_lim else sy(yhi)
+    body.insert(1, f'<rect class="budget-region" x="{sx(0):.1f}" y="{sy(yhi):.1f}" width="{x1 - sx(0):.1f}" '
+                   f'height="{y0 - sy(yhi):.1f}" fill="#2ca02c" fill-opacity="0.15"/>'
+                   f'<text x="{sx(0) + 6:.1f}" y="{sy(yhi) + 14:.1f}" font-size="11" fill="#2a7a2a">within budget</text>')
+    if ref is not None:
+        body.append(f'<line x1="{sx(0)}" y1="{sy(ref):.1f}" x2="{sx(xhi)}" y2="{sy(ref):.1f}" stroke="#555" '
+                    f'stroke-dasharray="5 4"/><text x="{sx(xhi) - 4}" y="{sy(ref) - 4:.1f}" font-size="11" '
+                    f'text-anchor="end">fp32 PyTorch {ref:.3f}</text>')
+    for i, (x, y, lab) in enumerate(pts):
+        yy = sy(y) if y is not None else sy(0) - 2
+        c = COLORS[i % len(COLORS)]
+        body.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{yy:.1f}" r="6" fill="{c}" stroke="#000"/>'
+                    f'<text x="{sx(x) + 9:.1f}" y="{yy - 8:.1f}" font-size="11">{html.escape(lab)}'
+                    f'{"" if y is not None else " (no mIoU)"}</text>')
+    title = "Accuracy vs latency" + ("" if has_acc else " (no --data: mIoU not measured)")
+    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>')
+    return _svg(w, h, body, title, "accuracy-latency")
+
+
+def svg_per_class(result: dict, w=720, h=360) -> str:
+    """Grouped bars: per-class IoU of the fp32 source (grey) and of the deployed model (blue)."""
+    per = result.get("per_class_iou") or {}
+    ref = (result.get("reference") or {}).get("per_class_iou") or {}
+    classes = list(per) or list(result.get("classes") or [])
+    body, sx, sy, pw, ph = _axes(w, h, 48, 16, 28, 90, 0, max(1, len(classes)), 0, 1.0, "", "IoU", xfmt="",
+                                 yfmt="{:.1f}")
+    bw = pw / max(1, len(classes))
+    for i, c in enumerate(classes):
+        for j, (v, col, who) in enumerate(((ref.get(c), "#999", "fp32"), (per.get(c), "#1f77b4", "deployed"))):
+            if v is None:
+                continue
+            x = 48 + i * bw + bw * (0.12 + 0.38 * j)
+            body.append(f'<rect class="bar {who}" x="{x:.1f}" y="{sy(v):.1f}" width="{bw * 0.36:.1f}" '
+                        f'height="{sy(0) - sy(v):.1f}" fill="{col}"><title>{html.escape(c)} {who}: {v:.3f}</title></rect>')
+        body.append(f'<text transform="translate({48 + (i + 0.5) * bw:.1f} {28 + ph + 12}) rotate(40)" font-size="11">'
+                    f'{html.escape(str(c))}</text>')
+    title = "Per-class IoU: fp32 source vs deployed" + ("" if per else " (no --data: not measured)")
+    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>'
+                f'<rect x="{w - 190}" y="34" width="12" height="12" fill="#999"/><text x="{w - 174}" y="44" font-size="11">fp32 PyTorch</text>'
+                f'<rect x="{w - 100}" y="34" width="12" height="12" fill="#1f77b4"/><text x="{w - 84}" y="44" font-size="11">deployed</text>')
+    return _svg(w, h, body, title, "per-class-iou")
+
+
+def svg_histogram(result: dict, w=560, h=320, bins=30) -> str:
+    """Histograms of model-only and end-to-end latency samples, p50/p99 marked."""
+    s = result.get("samples_ms") or {}
+    model, e2e = s.get("model") or [], s.get("end_to_end") or []
+    allv = model + e2e
+    lo, hi = (min(allv), max(allv)) if allv else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    width = (hi - lo) / bins
+
+    def counts(v):
+        c = [0] * bins
+        for x in v:
+            c[min(bins - 1, int((x - lo) / width))] += 1
+        return c
+
+    cm, ce = counts(model), counts(e2e)
+    ymax = _nice_max(max(cm + ce + [1]))
+    body, sx, sy, pw, ph = _axes(w, h, 48, 16, 28, 44, lo, hi, 0, ymax, "latency (ms)", "runs", xfmt="{:.2f}",
+                                 yfmt="{:.0f}")
+    for c, col, who in ((ce, "#ff7f0e", "end-to-end"), (cm, "#1f77b4", "model")):
+        for i, n in enumerate(c):
+            if n:
+                x = sx(lo + i * width)
+                body.append(f'<rect class="hist {who}" x="{x:.1f}" y="{sy(n):.1f}" width="{max(1.0, pw / bins - 1):.1f}" '
+                            f'height="{sy(0) - sy(n):.1f}" fill="{col}" fill-opacity="0.7"/>')
+    for key, col in (("latency_ms", "#1f77b4"), ("end_to_end_ms", "#ff7f0e")):
+        for q in ("p50", "p99"):
+            v = result[key][q]
+            body.append(f'<line x1="{sx(v):.1f}" y1="28" x2="{sx(v):.1f}" y2="{28 + ph}" stroke="{col}" stroke-dasharray="3 3"/>'
+                        f'<text x="{sx(v) + 2:.1f}" y="{40 if q == "p50" else 52}" font-size="10" fill="{col}">{q}</text>')
+    title = f"Latency histogram ({len(model)} runs)"
+    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>'
+                f'<rect x="{w - 200}" y="34" width="12" height="12" fill="#1f77b4"/><text x="{w - 184}" y="44" font-size="11">model only</text>'
+                f'<rect x="{w - 110}" y="34" width="12" height="12" fill="#ff7f0e"/><text x="{w - 94}" y="44" font-size="11">end to end</text>')
+    return _svg(w, h, body, title, "latency-histogram")
+
+
+# ------------------------------------------------------------------ HTML
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1150px}
+table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#1a7f1a;font-weight:bold}
+.fail{color:#b00;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:16px}.plots svg{border:1px solid #ddd;background:#fff}
+.flag{background:#fee;border:1px solid #d88;padding:6px 10px;margin:4px 0}code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def _md_table_to_html(lines: list[str]) -> str:
+    rows = [ln.strip().strip("|").split("|") for ln in lines if ln.strip() and not set(ln.strip()) <= set("|-")]
+    if not rows:
+        return ""
+    head, *rest = rows
+    return ("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c.strip().replace('**', ''))}</td>" for c in r) + "</tr>"
+                      for r in rest) + "</table>")
+
+
+def to_html(result: dict, matrix: list[dict] | None = None) -> str:
+    """One self-contained page: summary tables and the three inline-SVG plots."""
+    r = result
+    lat, e2e, thr, m, b = r["latency_ms"], r["end_to_end_ms"], r["throughput_fps"], r["machine"], r["budget"]
+    title = f"edgeseg bench: {r.get('model')} on {r.get('target')} ({r.get('precision')})"
+    p = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         f"<p>Artifact <code>{html.escape(r['artifact'])}</code>, {html.escape(str(r.get('format')))} on "
+         f"{html.escape(str(r.get('runtime')))}, input {r['input_size'][0]}x{r['input_size'][1]}; "
+         f"{html.escape(r['image'])}.<br>Machine: {html.escape(m['cpu'])}, {m['usable_cores']} usable cores, threads "
+         f"{m['threads'] or 'runtime default'}, load average {m['load_average']}.<br>Model-only: "
+         f"{html.escape(r['method']['model_only'])}; {r['method']['runs']} runs after {r['method']['warmup']} warm-up.</p>",
+         f"<p class='{'pass' if b['passed'] else 'fail'}'>Budget: {'PASSED' if b['passed'] else 'FAILED'}</p>"]
+    if b["violations"]:
+        p.append(_md_table_to_html(violations_table(b)))
+    for f in r.get("flags") or []:
+        p.append(f"<div class='flag'>Flag: {html.escape(f)}</div>")
+    p.append("<h2>Latency (ms)</h2><table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in
+             ("p50", "p90", "p99", "mean", "min", "max")) + "</tr>")
+    for name, s in (("model only", lat), ("end to end", e2e)):
+        p.append(f"<tr><td>{name}</td>" + "".join(f"<td>{_f(s[k])}</td>" for k in ("p50", "p90", "p99", "mean", "min", "max"))
+                 + "</tr>")
+    p.append("</table>")
+    p.append(f"<p>Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS; end to end {_f(thr['end_to_end'], '{:.1f}')} FPS; "
+             f"parallel requests {_f(thr.get('async'), '{:.1f}')} FPS. Peak memory {_f(r['peak_memory_mb'], '{:.1f}')} MB "
+             f"(fresh process). Model size {_f(r['size_mb'], '{:.3f}')} MB. mIoU {_f(r.get('miou'), '{:.4f}')}, "
+             f"pixel accuracy {_f(r.get('pixel_accuracy'), '{:.4f}')}.</p>")
+    if matrix:
+        p.append("<h2>Matrix</h2>" + _md_table_to_html(matrix_markdown(matrix).splitlines()))
+    pts = [x["result"] for x in (matrix or []) if x.get("result")] or [r]
+    p.append("<h2>Plots</h2><div class='plots'>" + svg_accuracy_latency(pts) + svg_histogram(r) + svg_per_class(r)
+             + "</div>")
+    p.append(f"<h2>Runtime versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in r['runtime_versions'].items()))}</p>")
+    p.append("</body></html>\n")
+    return "\n".join(p)
+
+
+def write_reports(result: dict, *, json_path=None, md_path=None, html_path=None, matrix=None) -> list[Path]:
+    written = []
+    if json_path:
+        written.append(write_json(result if matrix is None else {**result, "matrix": _strip(matrix)}, json_path))
+    if md_path:
+        text = to_markdown(result) if matrix is None else "# edgeseg bench --matrix\n\n" + matrix_markdown(matrix)
+        atomic_write_text(Path(md_path), text + ("\n" if not text.endswith("\n") else ""))
+        written.append(Path(md_path))
+    if html_path:
+        atomic_write_text(Path(html_path), to_html(result, matrix))
+        written.append(Path(html_path))
+    return written
+
+
+def _strip(matrix):
+    return [{k: v for k, v in row.items() if k != "result"} | {"result": _no_samples(row.get("result"))} for row in matrix]
+
+
+def _no_samples(r):
+    return None if r is None else {k: v for k, v in r.items() if k != "samples_ms"}
+
+
+__all__ = ["to_json", "write_json", "to_markdown", "to_html", "matrix_markdown", "write_reports",
+           "svg_accuracy_latency", "svg_per_class", "svg_histogram", "violations_table"]

@@ -1,0 +1,135 @@
+"""``edgeseg bench``: measure an artifact (or a target built on the fly) in its real runtime,
+write JSON / Markdown / HTML reports, and gate on a budget (exit 3 when one fails)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _print_result(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=150)
+    lat, e2e, thr = r["latency_ms"], r["end_to_end_ms"], r["throughput_fps"]
+    m = r["machine"]
+    con.print(f"{r.get('model')} on {r.get('target')} ({r.get('format')}, {r.get('precision')}), input "
+              f"{r['input_size'][0]}x{r['input_size'][1]}; {m['cpu']}, threads {m['threads'] or 'default'}, "
+              f"load {m['load_average']}", highlight=False)
+    t = Table(title="latency (ms)")
+    for c in ("", "p50", "p90", "p99", "mean", "min", "max"):
+        t.add_column(c, justify="right")
+    for name, s in (("model only", lat), ("end to end", e2e)):
+        t.add_row(name, *(f"{s[k]:.2f}" for k in ("p50", "p90", "p99", "mean", "min", "max")))
+    con.print(t)
+    asy = f", parallel {thr['async']:.1f} FPS ({thr['async_requests']} requests)" if thr.get("async") else ""
+    mem = f"{r['peak_memory_mb']:.1f} MB" if r.get("peak_memory_mb") is not None else "not measured"
+    con.print(f"throughput: sync {thr['sync']:.1f} FPS{asy}; peak memory {mem}; size {r['size_mb']:.3f} MB",
+              highlight=False)
+    if r.get("miou") is not None:
+        ref = r.get("reference") or {}
+        extra = (f"; fp32 reference {ref['miou']:.4f} (change {ref['delta_miou']:+.4f})"
+                 if ref.get("available") and ref.get("miou") is not None and ref.get("delta_miou") is not None else "")
+        con.print(f"mIoU {r['miou']:.4f}, pixel accuracy {r['pixel_accuracy']:.4f}{extra}", highlight=False)
+    for f in r.get("flags") or []:
+        con.print(f"FLAG: {f}", highlight=False)
+
+
+def _print_budget(b: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=150)
+    if b["passed"]:
+        lim = b["limits"]
+        con.print(f"budget: PASSED (p99 {lim.get('p99_ms')} ms, memory {lim.get('memory_mb')} MB, "
+                  f"min mIoU {lim.get('min_miou')})", highlight=False)
+        return
+    t = Table(title="budget FAILED")
+    for c in ("metric", "limit", "value", "over by"):
+        t.add_column(c)
+    for v in b["violations"]:
+        if v.get("over_by") is None:
+            t.add_row(v["metric"], str(v["limit"]), str(v["value"]), "-")
+        else:
+            t.add_row(v["metric"], f"{v['limit']:g} {v['unit']}", f"{v['value']:.4g} {v['unit']}",
+                      f"{v['over_by']:.4g} {v['unit']} ({v['over_by_pct']:.0f}%)")
+    con.print(t)
+
+
+def bench_cmd(
+    artifact_or_target: Annotated[Optional[str], typer.Argument(
+        help="Artifact folder (with manifest.json) or a target name (built first from --model).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Checkpoint or zoo name to build a target (or the matrix) from (default: the zoo's best).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Precision when building a target (default: the target's).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled dataset: mIoU, per-class IoU vs the fp32 source.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data.")] = "val",
+    runs: Annotated[int, typer.Option(help="Timed runs.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 10,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the runtime (default: the runtime's).")] = None,
+    budget_p99_ms: Annotated[Optional[float], typer.Option(
+        "--budget-p99-ms", help="End-to-end p99 limit (default: the target profile's budget).")] = None,
+    budget_memory_mb: Annotated[Optional[float], typer.Option(
+        "--budget-memory-mb", help="Peak memory limit (default: the target profile's budget).")] = None,
+    min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Lowest acceptable mIoU (needs --data).")] = None,
+    memory_runs: Annotated[int, typer.Option(help="Inferences in the fresh memory-measuring process (0: skip).")] = 5,
+    max_images: Annotated[Optional[int], typer.Option(help="Score at most this many images of --data.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+    md_out: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown report here.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML report (inline SVG plots) here.")] = None,
+    matrix: Annotated[bool, typer.Option("--matrix", help="Build and bench every target/precision runnable here.")] = False,
+    targets: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated targets (default: all).")] = None,
+    precisions: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated precisions (default: all).")] = None,
+):
+    """Latency, throughput, memory, size and accuracy of an artifact; exit 3 when a budget fails."""
+    from edgeseg.bench.budget import EXIT_BUDGET, resolve_budget
+    from edgeseg.bench.core import bench, resolve_source
+    from edgeseg.bench.report import matrix_markdown, write_reports
+    from edgeseg.errors import ConfigError
+
+    # check budget values before any slow work
+    resolve_budget(None, p99_ms=budget_p99_ms, memory_mb=budget_memory_mb, min_miou=min_miou)
+    kw = dict(runs=runs, warmup=warmup, threads=threads, budget_p99_ms=budget_p99_ms,
+              budget_memory_mb=budget_memory_mb, min_miou=min_miou, memory_runs=memory_runs, max_images=max_images)
+    if matrix:
+        from edgeseg.bench.matrix import run_matrix
+
+        if artifact_or_target is not None:
+            raise ConfigError("--matrix builds every target itself: give --model (and --data), not an artifact or target")
+        source = resolve_source(model)
+        rows = run_matrix(source, targets=[t.strip() for t in targets.split(",")] if targets else None,
+                          precisions=[p.strip().lower() for p in precisions.split(",")] if precisions else None,
+                          data=data, split=split, progress=lambda s: typer.echo(s, err=True), **kw)
+        typer.echo(matrix_markdown(rows))
+        done = [r for r in rows if r.get("result")]
+        if not done:
+            raise ConfigError("no matrix entry could be built and benched: " +
+                              "; ".join(f"{r['target']} {r['precision']}: {r['budget']}" for r in rows))
+        write_reports({"schema_version": done[0]["result"]["schema_version"], **done[0]["result"]},
+                      json_path=json_out, md_path=md_out, html_path=html_out, matrix=rows)
+        failed = [r for r in done if not r["result"]["budget"]["passed"]]
+        if failed:
+            typer.echo(f"budget FAILED for {len(failed)} of {len(done)}: "
+                       + "; ".join(f"{r['target']} {r['precision']}: {r['budget']}" for r in failed), err=True)
+            raise typer.Exit(EXIT_BUDGET)
+        return
+    if artifact_or_target is None:
+        raise ConfigError("give ARTIFACT_OR_TARGET (an artifact folder or a target name) or --matrix")
+    report: list[str] = []
+    r = bench(artifact_or_target, model=model, precision=precision, data=data, split=split, report=report, **kw)
+    for line in report:
+        typer.echo(line, err=True)
+    _print_result(r)
+    for p in write_reports(r, json_path=json_out, md_path=md_out, html_path=html_out):
+        typer.echo(f"wrote {p}")
+    _print_budget(r["budget"])
+    if not r["budget"]["passed"]:
+        raise typer.Exit(EXIT_BUDGET)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
