@@ -91,28 +91,27 @@ def drop_final_resize(gm):
     return gm, shape
 
 
-class _ArgmaxHead:
-    """Wraps a module: ``argmax`` over dim 1 (classes), keepdim, int32."""
+def argmax_head(module):
+    """Wraps an NHWC-output module: ``argmax`` over the last (class) axis -> N x H x W class ids
+    (int64 in PyTorch, int32 in the .tflite). Taking it over the NHWC axis keeps the graph
+    free of a TRANSPOSE before the ARG_MAX."""
+    import torch
 
-    @staticmethod
-    def build(module):
-        import torch
+    class ArgmaxHead(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-        class ArgmaxHead(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, x):
+            return torch.argmax(self.inner(x), dim=-1)
 
-            def forward(self, x):
-                return torch.argmax(self.inner(x), dim=1, keepdim=True).to(torch.int32)
-
-        return ArgmaxHead(module)
+    return ArgmaxHead(module)
 
 
 def prepare_module(model, input_size, *, low_res_output: bool = False, fused_argmax: bool = False):
     """The NHWC-in module to quantize and its output facts: ``(module, out_size, kind)``.
 
-    Output layout is NHWC (logits N x h x w x C; classes N x h x w x 1)."""
+    Output layout is NHWC (logits N x h x w x C; classes N x h x w)."""
     import torch
 
     litert_torch, *_ = _torch_modules()
@@ -123,9 +122,9 @@ def prepare_module(model, input_size, *, low_res_output: bool = False, fused_arg
     if low_res_output:
         inner = torch.export.export(inner, (x,)).module()
         inner, out_size = drop_final_resize(inner)
-    if fused_argmax:
-        inner = _ArgmaxHead.build(inner)
     wrapped = litert_torch.to_channel_last_io(inner, args=[0], outputs=[0])
+    if fused_argmax:
+        wrapped = argmax_head(wrapped)
     return wrapped, out_size, ("classes" if fused_argmax else "logits")
 
 
