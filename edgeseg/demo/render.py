@@ -90,7 +90,7 @@ class Renderer:
             out = np.concatenate([frame_bgr, self.blend(frame_bgr, color)], axis=1)
         out = np.ascontiguousarray(out)
         if self.legend and self.hud:
-            ids = np.unique(class_map) if present else None
+            ids = np.flatnonzero(np.bincount(class_map.ravel(), minlength=256)) if present else None
             self.draw_legend(out, ids)
         if self.hud and stats:
             self.draw_hud(out, stats)
@@ -113,7 +113,7 @@ class Renderer:
         box_w = min(w // 2, tw + line + 10)
         x0 = w - box_w
         roi = img[0:len(rows) * line + 4, x0:w]
-        roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken behind the legend
+        cv2.convertScaleAbs(roi, roi, 0.4)  # darken behind the legend
         present = set(int(i) for i in present_ids) if present_ids is not None else None
         for i, name in enumerate(rows):
             y = 2 + i * line
@@ -137,7 +137,7 @@ class Renderer:
         tw = max(cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for s in lines)
         bw, bh = min(w, tw + 8), min(h, len(lines) * line + 4)
         roi = img[h - bh:h, 0:bw]
-        roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)
+        cv2.convertScaleAbs(roi, roi, 0.4)
         for i, s in enumerate(lines):
             cv2.putText(img, s, (4, h - bh + (i + 1) * line - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
                         (255, 255, 255), thick, cv2.LINE_AA)

@@ -1,0 +1,205 @@
+"""Benchmark `edgeseg demo` end to end against the artifact's model-only throughput.
+
+1. a CamVid-like video: the images of ../shared/data/camvid/val (360x480) written with
+   cv2.VideoWriter (mp4v, 30 fps);
+2. an artifact: /work/zoo_runs/bisenetv1/best.pt when it exists (a copy is taken, the run
+   may still be writing it), else an untrained bisenetv1 (timing only), built for
+   --target (openvino-cpu or onnxruntime-cpu) at --precision;
+3. model-only throughput: Predictor.infer on one preprocessed input in a loop, (a) one
+   Predictor with the runtime's default threads, (b) the demo's layout: --workers
+   Predictors of cores/workers threads each, called from as many threads at once;
+4. end to end: `python -m edgeseg demo --artifact A --source V --no-window --record OUT.mp4
+   --json S` (every frame of the file, pipelined) -> the summary's FPS;
+5. the results, the command and the load average go into docs/demo.md between the
+   BENCH markers (never hand-written).
+
+    python tools/bench_demo.py [--target openvino-cpu] [--precision fp32] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CAMVID_VAL = REPO.parent / "shared" / "data" / "camvid" / "val"
+TRAINED = Path("/work/zoo_runs/bisenetv1/best.pt")
+DOC = REPO / "docs" / "demo.md"
+BEGIN, END = "<!-- BENCH:BEGIN (tools/bench_demo.py writes this part) -->", "<!-- BENCH:END -->"
+
+
+def make_video(out: Path, images_dir: Path, limit: int | None, fps: float = 30.0) -> tuple[Path, int, tuple]:
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in (".png", ".jpg"))[:limit]
+    if not files:
+        sys.exit(f"no images in {images_dir}")
+    first = cv2.imread(str(files[0]))
+    h, w = first.shape[:2]
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for p in files:
+        img = cv2.imread(str(p))
+        vw.write(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h)))
+    vw.release()
+    return out, len(files), (h, w)
+
+
+def make_checkpoint(work: Path) -> tuple[Path, str]:
+    if TRAINED.is_file():
+        dst = work / "bisenetv1-camvid.pt"
+        shutil.copy2(TRAINED, dst)
+        return dst, f"{TRAINED} (CamVid run in progress; copy taken {time.strftime('%Y-%m-%d %H:%M')})"
+    import torch
+
+    from edgeseg.data.info import CAMVID
+    from edgeseg.models import create_model
+    from edgeseg.train.checkpoint import make_checkpoint as mk, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("bisenetv1", 11)
+    dst = work / "bisenetv1-untrained.pt"
+    save_checkpoint(mk(model, CAMVID, (360, 480)), dst)
+    return dst, "untrained bisenetv1 (timing only)"
+
+
+def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, threads) -> dict:
+    from edgeseg.runtime import load_predictor
+
+    preds = [load_predictor(art, threads=threads) for _ in range(workers)]
+    x, _ = preds[0].preprocess(image_rgb)
+    for p in preds:
+        for _ in range(3):
+            p.infer(x)
+    counts = [0] * workers
+    stop = time.perf_counter() + seconds
+    lat: list[float] = []
+
+    def loop(i):
+        p = preds[i]
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            p.infer(x)
+            lat.append((time.perf_counter() - t0) * 1e3)
+            counts[i] += 1
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    dt = time.perf_counter() - t0
+    return {"workers": workers, "threads_per_worker": preds[0].threads, "calls": sum(counts),
+            "fps": round(sum(counts) / dt, 2), "latency_ms_p50": round(float(np.percentile(lat, 50)), 2)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default=None, help="openvino-cpu | onnxruntime-cpu (default: the demo's default)")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--seconds", type=float, default=10.0, help="model-only loop length per layout")
+    ap.add_argument("--frames", type=int, default=None, help="video frames (default: all val images)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=None, help="folder for the video and artifact (default: temp)")
+    ap.add_argument("--no-doc", action="store_true", help="print only; do not update docs/demo.md")
+    a = ap.parse_args(argv)
+
+    from edgeseg.build import build
+    from edgeseg.demo import default_target
+
+    target = a.target or default_target()
+    work = a.work or Path(tempfile.mkdtemp(prefix="bench_demo_"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    video, n_frames, (h, w) = make_video(work / "camvid_val.mp4", CAMVID_VAL, a.frames)
+    print(f"video: {video} ({n_frames} frames {h}x{w})", flush=True)
+    ckpt, ckpt_desc = make_checkpoint(work)
+    art = work / f"art-{target}-{a.precision}"
+    if art.exists():
+        shutil.rmtree(art)
+    t0 = time.perf_counter()
+    data = REPO.parent / "shared" / "data" / "camvid" if a.precision == "int8" else None
+    build(ckpt, target, precision=a.precision, out=art, data=data, parity_images=2, calib_images=32)
+    print(f"artifact: {art} ({time.perf_counter() - t0:.0f} s to build)", flush=True)
+
+    ok, bgr = cv2.VideoCapture(str(video)).read()
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    single = model_only(art, rgb, a.seconds, 1, None)
+    print(f"model-only, 1 predictor (default threads): {single}", flush=True)
+    cores = os.cpu_count() or 1
+    par = model_only(art, rgb, a.seconds, a.workers, max(1, cores // a.workers))
+    print(f"model-only, {a.workers} predictors in parallel: {par}", flush=True)
+
+    out, js = work / "demo_out.mp4", work / "demo_summary.json"
+    cmd = [sys.executable, "-m", "edgeseg", "demo", "--artifact", str(art), "--source", str(video),
+           "--no-window", "--record", str(out), "--json", str(js), "--workers", str(a.workers)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        sys.exit(f"demo failed ({p.returncode}):\n{p.stderr}")
+    print(p.stdout, flush=True)
+    s = json.loads(js.read_text())
+    load_after = os.getloadavg()
+    best = max(single["fps"], par["fps"])
+    ratio = s["fps"] / best if s["fps"] else 0.0
+    res = {"target": target, "precision": a.precision, "checkpoint": ckpt_desc, "frames": n_frames,
+           "size": [h, w], "model_only_single": single, "model_only_parallel": par,
+           "demo": {k: s[k] for k in ("frames", "fps", "wall_s", "dropped", "workers", "threads_per_worker")}
+           | {"latency_ms": s["latency_ms"]}, "ratio_vs_best_model_only": round(ratio, 3),
+           "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in load_after],
+           "cpu_count": cores, "machine": platform.processor() or platform.machine()}
+    (work / "bench_demo.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    if not a.no_doc:
+        write_doc(res, cmd, work)
+
+
+def write_doc(r: dict, cmd, work: Path) -> None:
+    lat = r["demo"]["latency_ms"]
+    shown = " ".join(a if not a.startswith(str(work)) else a.replace(str(work), "$WORK") for a in cmd[1:])
+    goal = "met" if r["ratio_vs_best_model_only"] >= 0.9 else "NOT met"
+    text = "\n".join([
+        BEGIN,
+        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} by `python tools/bench_demo.py --target {r['target']} "
+        f"--precision {r['precision']}` on {r['cpu_count']} CPU cores shared with other jobs "
+        f"(load average before {r['loadavg_before']}, after {r['loadavg_after']}).",
+        "",
+        f"- video: {r['frames']} CamVid val images, {r['size'][0]}x{r['size'][1]}, mp4v",
+        f"- artifact: bisenetv1 {r['target']} {r['precision']}, from {r['checkpoint']}",
+        f"- demo command: `python {shown}`",
+        "",
+        "| measurement | FPS | notes |",
+        "|---|---:|---|",
+        f"| model only, 1 Predictor, default threads | {r['model_only_single']['fps']:.2f} | "
+        f"infer p50 {r['model_only_single']['latency_ms_p50']:.1f} ms |",
+        f"| model only, {r['model_only_parallel']['workers']} Predictors x "
+        f"{r['model_only_parallel']['threads_per_worker']} thread(s) in parallel | {r['model_only_parallel']['fps']:.2f} | "
+        f"infer p50 {r['model_only_parallel']['latency_ms_p50']:.1f} ms |",
+        f"| **demo end to end** (decode, pre, infer, post, draw, encode) | **{r['demo']['fps']:.2f}** | "
+        f"{r['demo']['frames']} frames, {r['demo']['workers']} workers; model p50 {lat['model']['p50']:.1f} ms, "
+        f"end-to-end latency p50 {lat['e2e']['p50']:.1f} / p99 {lat['e2e']['p99']:.1f} ms |",
+        "",
+        f"End-to-end / best model-only = **{r['ratio_vs_best_model_only']:.2f}** (goal >= 0.90: {goal}).",
+        END,
+    ])
+    doc = DOC.read_text(encoding="utf-8") if DOC.is_file() else ""
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip() + "\n\n## Benchmark\n\n" + text + "\n"
+    DOC.write_text(doc, encoding="utf-8")
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
