@@ -14,10 +14,19 @@ from edgeseg.errors import ConfigError, EdgesegError
 
 
 def plan(targets=None, precisions=None, data=None) -> list[dict]:
-    """(target, precision, runnable, why) for every target/precision asked (default: all)."""
+    """(target, precision, runnable, why) for every target/precision asked (default: all).
+
+    ``targets`` items are names, or ``name:prec`` / ``name:prec+prec`` to pick that target's
+    precisions; ``precisions`` filters all targets."""
     from edgeseg.targets import list_targets, load_target, runtime_available
 
-    names = list(targets) if targets else list_targets()
+    only: dict[str, set] = {}
+    names = []
+    for t in (list(targets) if targets else list_targets()):  # "target" or "target:prec[+prec]"
+        n, _, ps = str(t).partition(":")
+        names.append(n)
+        if ps:
+            only[n] = {p.strip().lower() for p in ps.split("+")}
     known = list_targets()
     for n in names:
         if n not in known:
@@ -27,7 +36,7 @@ def plan(targets=None, precisions=None, data=None) -> list[dict]:
         prof = load_target(n)
         ok, why = runtime_available(prof)
         for prec in prof.precisions:
-            if precisions and prec not in precisions:
+            if (precisions and prec not in precisions) or (n in only and prec not in only[n]):
                 continue
             row = {"target": n, "format": prof.format, "precision": prec, "runnable": ok, "why": "" if ok else why}
             if ok and prec == "int8" and data is None:

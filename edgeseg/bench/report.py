@@ -162,7 +162,7 @@ def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
     body, sx, sy, pw, ph = _axes(w, h, 56, 16, 28, 44, 0, xhi, 0, yhi, "end-to-end p99 latency (ms)", "mIoU",
                                  yfmt="{:.2f}")
     x1 = sx(min(p99_lim, xhi)) if p99_lim else sx(xhi)
-    y0 = sy(min(miou_lim, yhi)) if miou_lim else sy(yhi)
+    y0 = sy(min(miou_lim, yhi)) if miou_lim else sy(0)
     body.insert(1, f'<rect class="budget-region" x="{sx(0):.1f}" y="{sy(yhi):.1f}" width="{x1 - sx(0):.1f}" '
                    f'height="{y0 - sy(yhi):.1f}" fill="#2ca02c" fill-opacity="0.15"/>'
                    f'<text x="{sx(0) + 6:.1f}" y="{sy(yhi) + 14:.1f}" font-size="11" fill="#2a7a2a">within budget</text>')

@@ -82,7 +82,7 @@ def bench_cmd(
     md_out: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown report here.")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML report (inline SVG plots) here.")] = None,
     matrix: Annotated[bool, typer.Option("--matrix", help="Build and bench every target/precision runnable here.")] = False,
-    targets: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated targets (default: all).")] = None,
+    targets: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated targets, each optionally NAME:PREC[+PREC] (default: all).")] = None,
     precisions: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated precisions (default: all).")] = None,
 ):
     """Latency, throughput, memory, size and accuracy of an artifact; exit 3 when a budget fails."""
