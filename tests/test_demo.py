@@ -288,3 +288,34 @@ def test_window_under_xvfb(work, tmp_path):
             demo.wait()
         xvfb.terminate()
         xvfb.wait(5)
+
+
+def test_no_model_and_empty_zoo_says_what_to_give(work, tmp_path, monkeypatch, capsys):
+    root, art, video = work
+    import edgeseg.zoo as zoo
+    from edgeseg.errors import ModelError
+
+    def empty():
+        raise ModelError("the zoo is empty: give a checkpoint path")
+
+    monkeypatch.setattr(zoo, "default_model_name", empty)
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    assert run_cli(["--source", video, "--no-window"]) != 0
+    err = capsys.readouterr().err
+    assert "--artifact" in err and "--model" in err
+
+
+def test_model_is_built_once_into_the_cache(work, tmp_path, monkeypatch):
+    root, art, video = work
+    from edgeseg.demo import resolve_artifact
+
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    calls = []
+    import edgeseg.build as b
+
+    real = b.build
+    monkeypatch.setattr(b, "build", lambda *a, **k: calls.append(1) or real(*a, **{**k, "parity_images": 1}))
+    first = resolve_artifact(model=str(root / "unet.pt"), target="onnxruntime-cpu")
+    again = resolve_artifact(model=str(root / "unet.pt"), target="onnxruntime-cpu")
+    assert first == again == tmp_path / "cache" / "artifacts" / "unet-onnxruntime-cpu-fp32"
+    assert len(calls) == 1 and (first / "manifest.json").is_file()
