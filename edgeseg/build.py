@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgeseg.runtime.base import FORMAT_VERSION, MANIFEST
 
-TOOL_PACKAGES = ("edgeseg", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
+TOOL_PACKAGES = ("edgeseg", "torch", "torchao", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
                  "litert-torch", "ai-edge-litert", "tflite-runtime", "tensorrt")
 
 
@@ -427,6 +427,10 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                                       "ran": False, "report": None} if profile.compiler else None))
         manifest["quantization"] = quant
         manifest["export_seconds"] = round(export_seconds, 3)
+        tpu_check = result.details.get("edgetpu_check")
+        if tpu_check is not None and not tpu_check.get("ok"):
+            # The file still runs on a CPU, so this warns rather than fails the build.
+            say(f"warning: Edge TPU check: {tpu_check.get('summary')} (see edgetpu_check in manifest.json)")
         write_manifest(tmp, manifest)
 
         from edgeseg.export.base import export_step
