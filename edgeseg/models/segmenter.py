@@ -87,7 +87,7 @@ class Attention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
-        n, length, dim = x.shape
+        n, _, dim = x.shape
         # (N, L, 3, heads, hd) -> (3, N, heads, L, hd); -1 keeps L symbolic in the traced graph
         qkv = self.qkv(x).reshape(n, -1, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
