@@ -128,6 +128,30 @@ def prepare_module(model, input_size, *, low_res_output: bool = False, fused_arg
     return wrapped, out_size, ("classes" if fused_argmax else "logits")
 
 
+def apply_export_rewrites(module, gm, inputs, details: dict | None = None):
+    """Apply :mod:`edgeseg.export.rewrite` to ``gm`` (the ``torch.export`` graph of
+    ``module``) in place and check that the fp32 outputs did not change on ``inputs``:
+    a difference above 1e-4 of the output range is a BuildError. ``details`` receives
+    ``rewrites: {name: count}`` and ``max_abs_diff``."""
+    import torch
+
+    from edgeseg.export import rewrite as rw
+
+    counts = rw.apply_rewrites(gm)
+    diff, scale = 0.0, 1.0
+    if any(counts.values()):
+        diff = rw.max_abs_diff(module, gm, inputs)
+        with torch.no_grad():
+            scale = max(float(module(a).float().abs().max()) for a in inputs)
+        if diff > 1e-4 * max(scale, 1.0):
+            raise BuildError(f"export rewrites {counts} changed the fp32 output by {diff:.3g} (output range "
+                             f"{scale:.3g}): a rewrite is not exact for this model; build with "
+                             f"extra.rewrites: false and report it")
+    if details is not None:
+        details.update({"rewrites": counts, "max_abs_diff": diff, "output_range": scale})
+    return gm
+
+
 # --- quantization + conversion ------------------------------------------------------------
 
 def nchw_to_nhwc(a: np.ndarray):
@@ -181,13 +205,19 @@ def _ordered_observer_creation():
         prep._get_obs_or_fq_map = original
 
 
-def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True):
-    """PT2E static int8 quantization; returns ``(converted GraphModule, quantizer)``."""
+def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True, rewrites: bool = True,
+                  rewrite_details: dict | None = None):
+    """PT2E static int8 quantization; returns ``(converted GraphModule, quantizer)``.
+
+    ``rewrites``: apply the export-time rewrites (:func:`apply_export_rewrites`) to the
+    exported graph before quantization."""
     import torch
 
     _, pq, _, qpt2e = _torch_modules()
     example = calib_nhwc[0]
     gm = torch.export.export(module, (example,)).module()
+    if rewrites:
+        apply_export_rewrites(module, gm, calib_nhwc[:2], rewrite_details)
     quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
     with _ordered_observer_creation():
         prepared = qpt2e.prepare_pt2e(gm, quantizer)
@@ -199,7 +229,9 @@ def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True):
 
 def convert_tflite(gm, example, quantizer, path: Path) -> Path:
     litert_torch, _, qc, _ = _torch_modules()
-    with _quiet():
+    from edgeseg.export.rewrite import nhwc_constant_pad
+
+    with _quiet(), nhwc_constant_pad():
         edge = litert_torch.convert(gm, (example,), quant_config=qc.QuantConfig(pt2e_quantizer=quantizer))
         edge.export(str(path))
     return path
@@ -237,8 +269,10 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         module, out_size, kind = prepare_module(model, (h, w), low_res_output=low_res_output,
                                                 fused_argmax=fused_argmax)
     calib_nhwc = [nchw_to_nhwc(a) for a in calib]
-    with export_step(f"PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
-        gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)))
+    rewrite_info: dict = {}
+    with export_step(f"export rewrites + PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
+        gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)),
+                                      rewrites=bool(extra.get("rewrites", True)), rewrite_details=rewrite_info)
     with export_step("litert-torch conversion", path):
         convert_tflite(gm, calib_nhwc[0], quantizer, path)
 
@@ -269,6 +303,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
                                       f"is_per_channel={bool(extra.get('per_channel', True))})",
                          "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
                          "calibration_images": len(calib_nhwc), "full_integer": report["full_integer"]},
+        "export_rewrites": rewrite_info,
         "edgetpu_check": report,
         "compiler": compiler,
     }
