@@ -110,3 +110,102 @@ def test_low_res_output_with_fused_argmax(tmp_path):
     img = (np.random.default_rng(0).random((*SIZE, 3)) * 255).astype(np.uint8)
     cls = pred.predict(img)
     assert cls.shape == SIZE and cls.dtype == np.uint8 and cls.max() < 11
+
+
+# --- export-time rewrites (edgeseg/export/rewrite.py) ------------------------------------
+
+def _exported(model, size=SIZE):
+    return torch.export.export(model.eval(), (torch.zeros(1, 3, *size),)).module()
+
+
+def _random_bn_stats(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_rewrites_are_exact_on_bisenetv1():
+    from edgeseg.export import rewrite
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    model = _random_bn_stats(create_model("bisenetv1", 3))
+    gm = _exported(model)
+    counts = rewrite.apply_rewrites(gm)
+    assert counts == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1}
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    aten = torch.ops.aten
+    assert aten.expand_as.default not in targets and aten.expand.default not in targets
+    pools = [n for n in gm.graph.nodes if n.target == aten.max_pool2d.default]
+    assert len(pools) == 1 and list(pools[0].args[3]) == [0, 0]
+    assert pools[0].args[0].target == aten.constant_pad_nd.default
+    xs = [torch.randn(1, 3, *SIZE) * 3 for _ in range(3)]
+    with torch.no_grad():
+        scale = max(float(model(x).abs().max()) for x in xs)
+    # the same math; only the conv over a 1x1 map instead of a constant 2x3 map rounds differently
+    assert rewrite.max_abs_diff(model, gm, xs) <= 1e-5 * scale
+
+
+class _NotRewritable(nn.Module):
+    """A max-pool whose input may be negative, and an expand whose result is not consumed by a
+    broadcasting add: both must be left alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gc = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)                                       # may be negative
+        p = F.max_pool2d(y, 3, 2, 1)
+        g = self.gc(p.mean((2, 3), keepdim=True).expand_as(p))  # expand -> conv -> cat (not add)
+        return torch.cat([p, g], 1)
+
+
+def test_rewrites_leave_unprovable_patterns_alone():
+    from edgeseg.export import rewrite
+
+    model = _NotRewritable().eval()
+    gm = _exported(model)
+    assert rewrite.apply_rewrites(gm) == {"sink_spatial_expand": 0, "zero_pad_nonneg_maxpool": 0}
+    x = torch.randn(1, 3, *SIZE)
+    assert rewrite.max_abs_diff(model, gm, [x]) == 0.0
+
+
+def test_maxpool_zero_pad_needs_a_relu_before_it():
+    from edgeseg.export import rewrite
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU6(), nn.MaxPool2d(3, 2, 1)).eval()
+    gm = _exported(model)
+    assert rewrite.zero_pad_nonneg_maxpool(gm) == 1
+    xs = [torch.randn(1, 3, *SIZE) * 4 for _ in range(3)]
+    assert rewrite.max_abs_diff(model, gm, xs) == 0.0
+
+
+def test_bisenetv1_full_int8_runs_without_broadcast_to_or_padv2(tmp_path):
+    """BiSeNetV1's global-context expand used to convert to a BROADCAST_TO that LiteRT refuses
+    at allocate_tensors, and its stem max-pool to PADV2 (not on the Edge TPU)."""
+    from edgeseg import edgetpu
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("bisenetv1", 3).eval()
+    calib = [np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)]
+    d = tflite.export(model, CAMVID, input_size=SIZE, precision="int8", out_dir=tmp_path,
+                      profile=load_target("coral"), calib=calib).details
+    assert d["export_rewrites"]["rewrites"] == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1}
+    ops = [op["op"] for op in edgetpu.read_model(tmp_path / "model_int8.tflite")[0]]
+    assert "BROADCAST_TO" not in ops and "PADV2" not in ops and "TRANSPOSE" not in ops
+    assert "MAX_POOL_2D" in ops
+    check = d["edgetpu_check"]
+    assert check["ok"] and check["full_integer"] and check["ops_on_cpu"] == 0, check["summary"]
+    it = tflite.interpreter_class()(model_path=str(tmp_path / "model_int8.tflite"), num_threads=1)
+    it.allocate_tensors()  # the BROADCAST_TO failure was here
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
+    it.invoke()
+    assert it.get_tensor(out["index"]).shape == (1, *SIZE, 3)
