@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "camvid"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating bench / benchmark_app rounds")
     ap.add_argument("--max-images", type=int, default=None, help="val images scored for mIoU (default all)")
     ap.add_argument("--out", default=str(REPO / "docs" / "bench.md"))
     ap.add_argument("--keep", help="keep the artifact in this folder")
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
         print(bench_cmd, flush=True)
         # alternate the two tools (bench, benchmark_app, bench, benchmark_app): the shared machine drifts
         rounds = []
-        for i in range(2):
+        for i in range(max(1, a.rounds)):
             r = bench_artifact(art, threads=a.threads, runs=a.runs, warmup=20, data=data if i == 0 else None,
                                max_images=a.max_images, memory_runs=5 if i == 0 else 0)
             ba, ba_cmd = run_benchmark_app(art / "model.xml", a.threads, a.runs)
@@ -131,17 +132,20 @@ def main(argv=None) -> int:
         "## Model-only latency: edgeseg bench vs benchmark_app (same model.xml, CPU, one stream, "
         f"{a.threads} threads, sync API, {a.runs} iterations)", "",
         "| round | bench p50 ms | bench p90 | bench p99 | bench mean | benchmark_app median ms | benchmark_app mean | "
-        "difference (p50 vs median) | load average after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "difference (p50 vs median) | bench min | benchmark_app min | difference (min) | load average after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    diffs = []
+    diffs, mins = [], []
     for i, (r, ba, load) in enumerate(rounds):
         L = r["latency_ms"]
         d = 100.0 * (L["p50"] - ba["median"]) / ba["median"] if ba.get("median") else None
+        dm = 100.0 * (L["min"] - ba["min"]) / ba["min"] if ba.get("min") else None
         diffs.append(d)
+        mins.append(dm)
         lines.append(f"| {i} | {L['p50']:.2f} | {L['p90']:.2f} | {L['p99']:.2f} | {L['mean']:.2f} | "
                      f"{ba.get('median', float('nan')):.2f} | {ba.get('average', float('nan')):.2f} | "
-                     f"{d:+.1f}% | {[round(v, 2) for v in load]} |")
+                     f"{d:+.1f}% | {L['min']:.2f} | {ba.get('min', float('nan')):.2f} | {dm:+.1f}% | "
+                     f"{[round(v, 2) for v in load]} |")
     best_p50 = min(r["latency_ms"]["p50"] for r, _, _ in rounds)
     e = r0["end_to_end_ms"]
     lines += [
@@ -149,7 +153,13 @@ def main(argv=None) -> int:
         f"- p50 <= 24 ms (openvino-cpu int8, 384x480, {a.threads} threads): best round p50 {best_p50:.2f} ms -> "
         f"**{'met' if best_p50 <= 24 else 'not met'}** on this run",
         "- bench within 5% of benchmark_app: differences " + ", ".join(f"{d:+.1f}%" for d in diffs) + " -> **"
-        + ("met" if all(d is not None and abs(d) <= 5 for d in diffs) else "not met in every round") + "**",
+        + ("met" if all(d is not None and abs(d) <= 5 for d in diffs) else "not met in every round") + "**; "
+        "minimum latency (least sensitive to the other processes) differences " + ", ".join(f"{d:+.1f}%" for d in mins)
+        + f"; median over rounds of the p50 differences {sorted(diffs)[len(diffs) // 2]:+.1f}%",
+        "", "Reading: when the load average exceeds the cores, the other processes' share of the CPU, not the "
+        "model or the tool, sets these latencies, and it changes within seconds; rounds alternate the two tools so "
+        "both see the same drift. A difference of either sign larger than the round-to-round spread of one tool is "
+        "noise, not overhead. Re-run on a quiet machine to check the goals.",
         "", "## Round 0 in full", "",
         f"- end to end (decode + pre + model + post): p50 {e['p50']:.2f} ms, p99 {e['p99']:.2f} ms; stages p50: "
         + ", ".join(f"{k} {v:.2f} ms" for k, v in r0["stages_p50_ms"].items()),
