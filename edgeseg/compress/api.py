@@ -1,0 +1,210 @@
+"""``compress()``: one run from a checkpoint (or zoo name) and a dataset to compressed
+checkpoints and a report. Everything is written into a temporary folder beside ``out``
+and renamed into place at the end, so a failed run leaves nothing behind."""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from edgeseg.errors import CheckpointError, ConfigError
+
+
+def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads):
+    from edgeseg.compress._nncf import target_preset
+    from edgeseg.compress.prune import check_mode, check_ratio
+
+    if not (qat or ptq or max_drop is not None or prune is not None):
+        raise ConfigError("nothing to do: give at least one of --ptq, --max-drop, --qat or --prune RATIO")
+    if max_drop is not None and not (0.0 < float(max_drop) < 1.0):
+        raise ConfigError(f"--max-drop is an absolute mIoU drop in (0, 1), got {max_drop}")
+    if prune is not None:
+        check_ratio(prune)
+        check_mode(prune_mode)
+    if epochs is None or float(epochs) < 0:
+        raise ConfigError(f"--epochs must be 0 or more, got {epochs}")
+    if steps < 0:
+        raise ConfigError(f"--steps must be 0 or more, got {steps}")
+    if runs < 1 or threads < 1:
+        raise ConfigError("--runs and --threads must be at least 1")
+    target_preset(target)
+
+
+def _split_ignore(ignore) -> tuple[list[str], list[str]]:
+    """NNCF node names contain '/' (``head.cls/conv2d/0``); anything else is a module path
+    (``head``, ``aux_heads.0``) matched as a pattern over all its nodes, or a regex if it
+    starts with ``re:``."""
+    from edgeseg.compress._nncf import module_pattern
+
+    names, patterns = [], []
+    for item in ignore or ():
+        if item.startswith("re:"):
+            patterns.append(item[3:])
+        elif "/" in item:
+            names.append(item)
+        else:
+            patterns.append(module_pattern(item))
+    return names, patterns
+
+
+def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: float | None = None,
+             prune: float | None = None, prune_mode: str = "structured", epochs: float = 1.0, steps: int = 0,
+             lr: float | None = None, batch_size: int = 4, target: str = "cpu", ignore=(),
+             sensitivity: bool = False, out="runs/compress", val_images: int | None = None,
+             calib_images: int = 32, runs: int = 30, warmup: int = 5, threads: int = 1, force: bool = False,
+             log=print) -> dict:
+    """Compress a model; returns the report (also written to ``out/report.json`` and ``.md``).
+
+    Variants: ``fp32`` (reference), ``int8_ptq`` (``ptq``), ``int8_ptq_ac`` (``max_drop``:
+    accuracy-controlled PTQ, OpenVINO IR), ``int8_qat`` (``qat``), ``pruned`` / ``sparse``
+    (``prune`` structured / unstructured, fine-tuned), ``pruned_int8_qat`` (structured
+    ``prune`` and ``qat``)."""
+    from edgeseg.build import resolve_input_size
+    from edgeseg.compress import quant
+    from edgeseg.compress._nncf import target_preset
+    from edgeseg.compress.common import Data, evaluate, finetune, recalibrate_bn, bn_batches
+    from edgeseg.compress.io import is_compressed, load_compressed, save_compressed
+    from edgeseg.compress.prune import prune_structured, prune_unstructured, sparsity, strip_unstructured
+    from edgeseg.compress.report import goals, measure, write_report
+    from edgeseg.models.profile import count_macs, count_params
+
+    _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ConfigError(f"output folder '{out}' exists and is not empty: choose another --out or pass --force")
+    model, info, ckpt = load_compressed(source)
+    if ckpt.get("quantization"):
+        raise CheckpointError(f"'{source}' is already int8 (quantized by `edgeseg compress`): start from the "
+                              f"fp32 checkpoint")
+    input_size = resolve_input_size(model, ckpt)
+    d = Data(data, info, model.size_divisor, val_images=val_images, calib_images=calib_images)
+    qat_lr = lr if lr is not None else 1e-5
+    ft_lr = lr if lr is not None else 1e-4
+    x = torch.zeros(1, 3, *input_size)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    work = tmp / "_work"
+    t_start = time.time()
+    report = {"source": str(source), "model": ckpt["model"], "target": target_preset(target).__dict__,
+              "run": {"data": str(data), "val_images": len(d.val_subset), "input_size": list(input_size),
+                      "runs": runs, "warmup": warmup, "threads": threads, "epochs": epochs, "steps": steps,
+                      "calib_images": calib_images, "batch_size": batch_size,
+                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+                                 f"(shared), torch {torch.__version__}"},
+              "variants": {}, "kept_in_fp32": [], "finetune": {}, "files": {}}
+    V = report["variants"]
+    try:
+        common = dict(data=d, input_size=input_size, workdir=work, runs=runs, warmup=warmup, threads=threads)
+        p_fp, macs_fp = count_params(model), count_macs(model, tuple(input_size))
+        ref = evaluate(model, d)
+        log(f"fp32: val mIoU {ref['miou']:.4f}")
+        V["fp32"] = measure("fp32", torch_model=model, summary=ref, params=p_fp, macs=macs_fp, **common)
+        names, patterns = _split_ignore(ignore)
+        if ignore:
+            report["kept_in_fp32"].append({"variant": "all int8", "layers": list(ignore),
+                                           "why": "named with --ignore"})
+        if sensitivity and (ptq or qat or max_drop is not None):
+            log("sensitivity search (one module group in fp32 at a time)...")
+            s = quant.sensitivity(model, d, img_size=input_size, target=target, log=log)
+            report["sensitivity"] = s
+            picked = quant.pick_sensitive(s, max_drop if max_drop is not None else 0.01)
+            if picked:
+                from edgeseg.compress._nncf import module_pattern
+
+                patterns += [module_pattern(g) for g in picked]
+            report["kept_in_fp32"].append({
+                "variant": "int8_ptq / int8_qat", "layers": picked,
+                "why": (f"sensitivity search: PTQ drop {s['fp32_miou'] - s['int8_miou']:+.4f}; keeping these groups "
+                        f"in fp32 recovered the most mIoU") if picked else
+                       "sensitivity search: PTQ was within the bound or no group helped"})
+        kw = dict(target=target, ignore_names=names, ignore_patterns=patterns)
+        if ptq:
+            log("post-training quantization (nncf.quantize)...")
+            q = quant.ptq(model, d.calibration(input_size), **kw)
+            save_compressed(q, info, input_size, tmp / "int8_ptq.pt",
+                            quantization={"method": "ptq", "target": target})
+            report["files"]["int8_ptq"] = "int8_ptq.pt"
+            V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
+        if max_drop is not None:
+            log(f"accuracy-controlled PTQ (max drop {max_drop})...")
+            ovq, det = quant.ptq_accuracy_control(model, d, input_size, max_drop=max_drop, **kw)
+            import openvino as ov
+
+            (tmp / "int8_ptq_ac").mkdir()
+            ov.save_model(ovq, str(tmp / "int8_ptq_ac" / "model.xml"), compress_to_fp16=False)
+            report["files"]["int8_ptq_ac"] = "int8_ptq_ac/model.xml"
+            report["accuracy_control"] = det
+            report["kept_in_fp32"].append({"variant": "int8_ptq_ac", "layers": det["reverted_to_fp32"],
+                                           "why": det["why"]})
+            V["int8_ptq_ac"] = measure("int8_ptq_ac", ov_model=ovq, reference=ref, params=p_fp, macs=macs_fp,
+                                       **common)
+        if qat:
+            log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
+            q, rec = quant.qat(model, d, img_size=input_size, epochs=epochs, steps=steps, lr=qat_lr,
+                               batch_size=batch_size, log=log, **kw)
+            report["finetune"]["int8_qat"] = rec
+            save_compressed(q, info, input_size, tmp / "int8_qat.pt",
+                            quantization={"method": "qat", "target": target, "finetune": rec})
+            report["files"]["int8_qat"] = "int8_qat.pt"
+            V["int8_qat"] = measure("int8_qat", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
+        if prune is not None:
+            pm = copy.deepcopy(model)
+            if prune_mode == "structured":
+                log(f"structured pruning of {prune:.0%} channels...")
+                det = prune_structured(pm, x, prune)
+                recalibrate_bn(pm, bn_batches(d, input_size))
+                rec = finetune(pm, d, img_size=input_size, epochs=epochs, steps=steps, lr=ft_lr,
+                               batch_size=batch_size, log=log)
+                recalibrate_bn(pm, bn_batches(d, input_size))
+                report["finetune"]["pruned"] = rec
+                report["pruning"] = det
+                save_compressed(pm, info, input_size, tmp / "pruned.pt", pruning=det)
+                report["files"]["pruned"] = "pruned.pt"
+                V["pruned"] = measure("pruned", torch_model=pm, reference=ref, **common)
+                if qat:
+                    log("QAT of the pruned model...")
+                    pq, rec = quant.qat(pm, d, img_size=input_size, epochs=epochs, steps=steps, lr=qat_lr,
+                                        batch_size=batch_size, log=log, **kw)
+                    report["finetune"]["pruned_int8_qat"] = rec
+                    save_compressed(pq, info, input_size, tmp / "pruned_int8_qat.pt", pruning=det,
+                                    quantization={"method": "qat", "target": target, "finetune": rec})
+                    report["files"]["pruned_int8_qat"] = "pruned_int8_qat.pt"
+                    V["pruned_int8_qat"] = measure("pruned_int8_qat", torch_model=pq, reference=ref,
+                                                   params=V["pruned"]["params"], macs=V["pruned"]["macs"], **common)
+            else:
+                log(f"unstructured pruning (nncf.prune) of {prune:.0%} weights...")
+                masked, det = prune_unstructured(pm, x, prune)
+                rec = finetune(masked, d, img_size=input_size, epochs=epochs, steps=steps, lr=ft_lr,
+                               batch_size=batch_size, log=log)
+                recalibrate_bn(masked, bn_batches(d, input_size))
+                plain, stats = strip_unstructured(masked, x)
+                det.update(stats)
+                det["zero_weight_fraction"] = sparsity(plain)
+                report["finetune"]["sparse"] = rec
+                report["pruning"] = det
+                save_compressed(plain, info, input_size, tmp / "sparse.pt", pruning=det)
+                report["files"]["sparse"] = "sparse.pt"
+                V["sparse"] = measure("sparse", torch_model=plain, reference=ref, **common,
+                                      extra={"zero_weight_fraction": det["zero_weight_fraction"]})
+        report["goals"] = goals(V)
+        report["run"]["seconds"] = round(time.time() - t_start, 1)
+        shutil.rmtree(work, ignore_errors=True)
+        write_report(tmp, report)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["out"] = str(out)
+    log(f"wrote {out}/report.md")
+    return report

@@ -1,0 +1,78 @@
+"""Compressed checkpoints: the ordinary edgeseg checkpoint plus two optional keys.
+
+* ``"quantization": {"nncf_config": nncf.torch.get_config(model), "target": ..., ...}`` --
+  the state dict then holds the quantizer parameters too; :func:`rebuild` re-inserts
+  the quantizers with ``nncf.torch.load_from_config`` (no calibration data needed).
+* ``"pruning": {"mode": "structured", "ratio": ..., "channels": {...}}`` -- layer widths
+  differ from the registry model's; :func:`rebuild` resizes the layers to the state dict
+  (:func:`edgeseg.compress.prune.resize_to_state_dict`).
+
+``load_compressed(path_or_zoo_name)`` returns ``(model, info, ckpt)`` like
+``edgeseg.train.checkpoint.load_model`` and also accepts plain checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgeseg.errors import CheckpointError
+
+
+def save_compressed(model, info, input_size, path, *, quantization: dict | None = None,
+                    pruning: dict | None = None, **extra) -> Path:
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    if quantization is not None:
+        from edgeseg.compress.quant import nncf_config
+
+        quantization = {**quantization, "nncf_config": nncf_config(model)}
+    ckpt = make_checkpoint(model, info, input_size, **extra)
+    if quantization is not None:
+        ckpt["quantization"] = quantization
+    if pruning is not None:
+        ckpt["pruning"] = pruning
+    save_checkpoint(ckpt, Path(path))
+    return Path(path)
+
+
+def rebuild(model, ckpt: dict):
+    """Turn a freshly created registry model into the architecture the checkpoint's state
+    dict was saved from (pruned widths, NNCF quantizers). Load the state dict afterwards."""
+    if ckpt.get("pruning"):
+        from edgeseg.compress.prune import resize_to_state_dict
+
+        resize_to_state_dict(model, ckpt["state_dict"])
+    q = ckpt.get("quantization")
+    if q:
+        if "nncf_config" not in q:
+            raise CheckpointError("the checkpoint says it is quantized but holds no NNCF config: re-run "
+                                  "`edgeseg compress`")
+        from edgeseg.compress.quant import restore
+
+        model = restore(model.eval(), q["nncf_config"])
+    return model
+
+
+def load_compressed(source, map_location="cpu"):
+    """``(model, info, ckpt)`` from a compressed (or plain) checkpoint path or zoo name."""
+    from edgeseg.data.info import DatasetInfo
+    from edgeseg.models import create_model
+    from edgeseg.train.checkpoint import load_source
+
+    ckpt = load_source(source, map_location)
+    spec = ckpt["model"]
+    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    model = rebuild(model, ckpt)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first})") from exc
+    model.float().eval()
+    return model, DatasetInfo.from_dict(ckpt["dataset"]), ckpt
+
+
+def is_compressed(ckpt: dict) -> bool:
+    return bool(ckpt.get("quantization") or ckpt.get("pruning"))

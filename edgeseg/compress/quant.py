@@ -1,0 +1,213 @@
+"""Int8 quantization with NNCF: post-training, accuracy-controlled post-training,
+quantization-aware training, and a per-module sensitivity search.
+
+* :func:`ptq` -- ``nncf.quantize`` on the PyTorch model (FakeQuantize hooks, ranges from
+  calibration images). The result is a torch model that trains (QAT) and exports
+  (ONNX QDQ, OpenVINO FakeQuantize).
+* :func:`qat` -- :func:`ptq` as initialisation, then :func:`edgeseg.compress.common.finetune`
+  of the quantized model (weights and quantizer ranges learn).
+* :func:`ptq_accuracy_control` -- ``nncf.quantize_with_accuracy_control`` on the OpenVINO
+  model (NNCF's accuracy control works on OpenVINO models): quantizers whose removal
+  recovers most mIoU are reverted to fp32 until the drop is within ``max_drop``.
+* :func:`sensitivity` -- quantize with one top-level module kept in fp32 at a time and
+  rank the modules by the mIoU that keeping them in fp32 recovers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from edgeseg.compress._nncf import ignored_scope, module_pattern, nncf, nncf_args, target_preset
+from edgeseg.compress.common import Data, evaluate, finetune
+
+
+def ptq(model, calib: list[torch.Tensor], *, target: str = "cpu", ignore_names=None, ignore_patterns=None,
+        fast_bias_correction: bool = True):
+    """A quantized copy of ``model`` (eval mode) from NNCF post-training quantization."""
+    n = nncf()
+    model = copy.deepcopy(model).eval()
+    kwargs = nncf_args(target)
+    scope = ignored_scope(ignore_names, ignore_patterns)
+    if scope is not None:
+        kwargs["ignored_scope"] = scope
+    q = n.quantize(model, n.Dataset(list(calib)), subset_size=len(calib),
+                   fast_bias_correction=fast_bias_correction, **kwargs)
+    return q.eval()
+
+
+def qat(model, data: Data, *, img_size, target: str = "cpu", epochs: float = 1.0, steps: int = 0,
+        lr: float = 1e-5, batch_size: int = 4, ignore_names=None, ignore_patterns=None, log=None):
+    """Quantization-aware training: PTQ initialisation, then fine-tuning of the quantized model.
+    Returns ``(quantized_model, fine_tune_record)``."""
+    q = ptq(model, data.calibration(img_size), target=target, ignore_names=ignore_names,
+            ignore_patterns=ignore_patterns)
+    record = finetune(q, data, img_size=img_size, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, log=log)
+    return q.eval(), record
+
+
+def quantizer_count(model) -> int:
+    """Number of NNCF quantizer modules in a quantized torch model."""
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return sum(1 for m in model.modules() if isinstance(m, BaseQuantizer))
+
+
+def nncf_config(model) -> dict:
+    """What :func:`restore` needs to rebuild the quantizers (``nncf.torch.get_config``)."""
+    nncf()
+    import importlib
+
+    return importlib.import_module("nncf.torch").get_config(model)
+
+
+def restore(model, config: dict):
+    """Re-insert NNCF quantizers into a plain ``model`` from a saved config (no data needed);
+    load the quantized state dict afterwards."""
+    nncf()
+    import importlib
+
+    return importlib.import_module("nncf.torch").load_from_config(model, config)
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+
+def to_openvino(model, input_size):
+    from edgeseg.export.openvino import convert
+
+    return convert(model.eval(), input_size)
+
+
+def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
+    from edgeseg.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    out = compiled.outputs[0]
+    for x, y in items:
+        logits = compiled(np.ascontiguousarray(x, dtype=np.float32))[out]
+        cm.update(np.asarray(logits).argmax(1), y)
+    return float(cm.summary()["miou"] or 0.0)
+
+
+def ov_summary(ov_model, data: Data, input_size) -> dict:
+    """``ConfusionMatrix.summary`` of an OpenVINO model on the validation images (padded to ``input_size``)."""
+    import openvino as ov
+
+    from edgeseg.metrics import ConfusionMatrix
+
+    compiled = ov.Core().compile_model(ov_model, "CPU")
+    out = compiled.outputs[0]
+    cm = ConfusionMatrix(data.info.num_classes, data.info.ignore_index)
+    for x, y in _padded_items(data, input_size):
+        cm.update(np.asarray(compiled(x)[out]).argmax(1), y)
+    return cm.summary(data.info.classes)
+
+
+def _padded_items(data: Data, input_size):
+    """Validation (image, mask) pairs as numpy, padded to the static ``input_size``."""
+    h, w = input_size
+    items = []
+    for x, y in data.val_items():
+        if x.shape[-2] > h or x.shape[-1] > w:
+            raise ValueError(f"validation image {tuple(x.shape[-2:])} is larger than the model input {h}x{w}")
+        xp = np.zeros((1, 3, h, w), np.float32)
+        yp = np.full((1, h, w), data.info.ignore_index, np.int64)
+        xp[..., : x.shape[-2], : x.shape[-1]] = x.numpy()
+        yp[..., : y.shape[-2], : y.shape[-1]] = y.numpy()
+        items.append((xp, yp))
+    return items
+
+
+def fake_quantize_names(ov_model) -> set[str]:
+    return {op.get_friendly_name() for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"}
+
+
+def ptq_accuracy_control(model, data: Data, input_size, *, max_drop: float = 0.01, target: str = "cpu",
+                         ignore_names=None, ignore_patterns=None, max_num_iterations: int = 30):
+    """Accuracy-controlled PTQ of the OpenVINO model; returns ``(ov_int8_model, details)``.
+
+    ``details``: fp32 and int8 mIoU (as measured by NNCF's validation function), the drop,
+    the number of FakeQuantize nodes before and after, and the quantizers reverted to fp32."""
+    n = nncf()
+    ov_model = to_openvino(model, input_size)
+    items = _padded_items(data, input_size)
+    calib = [np.ascontiguousarray(c.numpy(), np.float32) for c in data.calibration(input_size)]
+    nc, ign = data.info.num_classes, data.info.ignore_index
+
+    def validate(compiled, validation_items) -> float:
+        return _ov_miou(compiled, validation_items, nc, ign)
+
+    kwargs = nncf_args(target)
+    scope = ignored_scope(ignore_names, ignore_patterns)
+    if scope is not None:
+        kwargs["ignored_scope"] = scope
+    plain = n.quantize(ov_model, n.Dataset(calib), subset_size=len(calib), **kwargs)
+    fq_plain = fake_quantize_names(plain)
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    q = n.quantize_with_accuracy_control(
+        ov_model, n.Dataset(calib), n.Dataset(items), validate, max_drop=float(max_drop),
+        drop_type=n.DropType.ABSOLUTE, subset_size=len(calib),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_num_iterations, ranking_subset_size=min(len(items), 300)),
+        **kwargs)
+    import openvino as ov
+
+    core = ov.Core()
+    fp32_miou = validate(core.compile_model(ov_model, "CPU"), items)
+    plain_miou = validate(core.compile_model(plain, "CPU"), items)
+    int8_miou = validate(core.compile_model(q, "CPU"), items)
+    fq_after = fake_quantize_names(q)
+    reverted = sorted(fq_plain - fq_after)
+    return q, {
+        "method": "nncf.quantize_with_accuracy_control (OpenVINO)", "max_drop": float(max_drop),
+        "drop_type": "absolute mIoU", "target": target_preset(target).name,
+        "fp32_miou": fp32_miou, "plain_ptq_miou": plain_miou, "int8_miou": int8_miou,
+        "drop": fp32_miou - int8_miou, "within_bound": fp32_miou - int8_miou <= float(max_drop) + 1e-9,
+        "fake_quantize_plain": len(fq_plain), "fake_quantize_after": len(fq_after),
+        "reverted_to_fp32": reverted,
+        "why": ("quantize_with_accuracy_control ranked the quantizers by the mIoU their removal recovers "
+                "and reverted the top ones until the drop was within the bound") if reverted else
+               "plain PTQ was already within the bound; nothing reverted",
+    }
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+def module_groups(model) -> list[str]:
+    """Top-level child modules that hold parameters (the layer groups searched)."""
+    return [name for name, mod in model.named_children() if any(True for _ in mod.parameters())]
+
+
+def sensitivity(model, data: Data, *, img_size, target: str = "cpu", groups=None, log=None) -> dict:
+    """PTQ with each module group kept in fp32 in turn; ``{"fp32", "int8", "groups": [...]}``
+    with groups sorted by the mIoU recovered (most sensitive first)."""
+    calib = data.calibration(img_size)
+    fp32 = float(evaluate(model, data)["miou"] or 0.0)
+    base = float(evaluate(ptq(model, calib, target=target), data)["miou"] or 0.0)
+    rows = []
+    for g in groups or module_groups(model):
+        q = ptq(model, calib, target=target, ignore_patterns=[module_pattern(g)])
+        m = float(evaluate(q, data)["miou"] or 0.0)
+        rows.append({"group": g, "miou_with_group_fp32": m, "recovered": m - base})
+        if log:
+            log(f"  sensitivity: {g} in fp32 -> mIoU {m:.4f} ({m - base:+.4f})")
+    rows.sort(key=lambda r: -r["recovered"])
+    return {"fp32_miou": fp32, "int8_miou": base, "groups": rows}
+
+
+def pick_sensitive(result: dict, max_drop: float) -> list[str]:
+    """Smallest prefix of the ranked groups whose recovered mIoU brings int8 within ``max_drop``
+    of fp32 (each group measured alone; effects are assumed additive)."""
+    need = result["fp32_miou"] - result["int8_miou"] - max_drop
+    picked, got = [], 0.0
+    for r in result["groups"]:
+        if need <= got:
+            break
+        if r["recovered"] <= 0:
+            break
+        picked.append(r["group"])
+        got += r["recovered"]
+    return picked
