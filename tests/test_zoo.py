@@ -16,7 +16,7 @@ from edgeseg.models import count_params, create_model
 from edgeseg.predict import predict_image
 from edgeseg.train import TrainConfig, load_model, train
 from edgeseg.train.checkpoint import file_sha256
-from edgeseg.zoo.publish import publish
+from edgeseg.zoo.publish import publish, render_zoo_index
 
 SHIPPED = zoo.list_zoo()
 
@@ -75,6 +75,8 @@ def test_publish_run_into_a_zoo(tiny_camvid, tmp_path, capsys):
     assert set(card["metrics"]["per_class_iou"]) == set(card["dataset"]["classes"])
     assert "val mIoU" in (zoo_dir / "unet-tiny.md").read_text()
     assert (tmp_path / "logs" / "unet-tiny-train-log.jsonl").is_file()
+    index = render_zoo_index(zoo_dir)
+    assert "`unet-tiny` (default)" in index and f"{card['metrics']['val_miou']:.4f}" in index
     # The card's score is the one the fp16 weights give, so eval reproduces it exactly.
     assert evaluate(zoo_dir / "unet-tiny.pt", tiny_camvid)["miou"] == pytest.approx(card["metrics"]["val_miou"])
     assert not any(torch.isnan(v).any() for v in ckpt["state_dict"].values() if v.is_floating_point())

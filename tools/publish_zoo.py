@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeseg.zoo.publish import publish
+from edgeseg.train.checkpoint import atomic_write_text
+from edgeseg.zoo.publish import publish, render_zoo_index
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     card = publish(args.run_dir, args.name, data=args.data, command=args.command, hardware=args.hardware,
                    log_dir=REPO / "docs" / "zoo")
+    atomic_write_text(REPO / "docs" / "zoo.md", render_zoo_index())
     print(f"{card['name']}: val mIoU {card['metrics']['val_miou']:.4f}, "
           f"{card['weights']['bytes'] / 2**20:.2f} MB -> edgeseg/zoo/{card['weights']['file']}")
     sys.exit(0)
