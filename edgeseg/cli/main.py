@@ -23,6 +23,7 @@ def _register_commands():
     # Each module adds its commands to ``app`` (or exposes a sub-app we mount).
     from edgeseg.cli import bench as bench_cli
     from edgeseg.cli import build as build_cli
+    from edgeseg.cli import compress as compress_cli
     from edgeseg.cli import data as data_cli
     from edgeseg.cli import demo as demo_cli
     from edgeseg.cli import models as models_cli
@@ -38,6 +39,7 @@ def _register_commands():
     build_cli.register(app)
     bench_cli.register(app)
     demo_cli.register(app)
+    compress_cli.register(app)
 
 
 _register_commands()

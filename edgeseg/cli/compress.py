@@ -1,0 +1,56 @@
+"""``edgeseg compress``: int8 quantization (NNCF PTQ, accuracy-controlled PTQ, QAT) and
+pruning (structured channels / unstructured) of a checkpoint or zoo model, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+
+def compress_cmd(
+    source: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (train split: calibration and "
+                                                      "fine-tuning; val split: mIoU).")] = ...,
+    qat: Annotated[bool, typer.Option("--qat", help="Quantization-aware training to int8.")] = False,
+    ptq: Annotated[bool, typer.Option("--ptq", help="Post-training int8 quantization (nncf.quantize).")] = False,
+    max_drop: Annotated[Optional[float], typer.Option(
+        "--max-drop", help="Accuracy-controlled PTQ on OpenVINO: largest absolute val mIoU drop allowed.")] = None,
+    prune: Annotated[Optional[float], typer.Option("--prune", help="Fraction of channels (structured) or "
+                                                                   "weights (unstructured) to remove, (0, 0.9].")] = None,
+    prune_mode: Annotated[str, typer.Option("--prune-mode", help="structured | unstructured")] = "structured",
+    epochs: Annotated[float, typer.Option(help="Fine-tuning epochs for QAT and after pruning.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps (overrides --epochs when > 0).")] = 0,
+    lr: Annotated[Optional[float], typer.Option(help="Fine-tuning learning rate (default 1e-5 QAT, 1e-4 pruning).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 4,
+    target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | edgetpu | any.")] = "cpu",
+    ignore: Annotated[Optional[List[str]], typer.Option(
+        "--ignore", help="Keep in fp32: a module path (head), an NNCF node name (head.cls/conv2d/0) or "
+                         "re:REGEX. Repeatable.")] = None,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Search which module groups to keep in "
+                                                                     "fp32 (PTQ with one group ignored at a time).")] = False,
+    val_images: Annotated[Optional[int], typer.Option(help="Use the first N val images only.")] = None,
+    calib_images: Annotated[int, typer.Option(help="Calibration images (train split).")] = 32,
+    runs: Annotated[int, typer.Option(help="Latency runs per variant and runtime.")] = 30,
+    threads: Annotated[int, typer.Option(help="CPU threads for latency runs.")] = 1,
+    out: Annotated[Path, typer.Option(help="Output folder (checkpoints, report.json, report.md).")] = Path("runs/compress"),
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+):
+    """Quantize (int8) and/or prune a model; write compressed checkpoints and a report."""
+    from edgeseg.compress import compress
+
+    report = compress(source, data, qat=qat, ptq=ptq, max_drop=max_drop, prune=prune, prune_mode=prune_mode,
+                      epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, target=target, ignore=ignore or (),
+                      sensitivity=sensitivity, out=out, val_images=val_images, calib_images=calib_images,
+                      runs=runs, threads=threads, force=force, log=typer.echo)
+    for name, row in report["variants"].items():
+        ov = (row.get("latency_openvino_cpu") or {}).get("median_ms")
+        ort = (row.get("latency_onnxruntime_cpu") or {}).get("median_ms")
+        typer.echo(f"  {name:<16} mIoU {row['miou'] or 0:.4f}  params {row.get('params') or '-'}  "
+                   f"openvino-cpu {'n/a' if ov is None else f'{ov:.2f} ms'}  "
+                   f"onnxruntime-cpu {'n/a' if ort is None else f'{ort:.2f} ms'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compress")(compress_cmd)
