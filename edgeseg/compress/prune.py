@@ -113,7 +113,7 @@ def strip_unstructured(model, example_input):
         stats = n.pruning_statistic(model)
     except Exception:  # pragma: no cover - statistics are informative only
         pass
-    plain = n.strip(model, do_copy=True, example_input=example_input)
+    plain = n.strip(model, do_copy=True, strip_format=n.StripFormat.IN_PLACE)
     info = {}
     if stats is not None:
         info = {"pruned_fraction_prunable": float(stats.pruning_ratio),
