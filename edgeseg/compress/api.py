@@ -83,8 +83,13 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     if ckpt.get("quantization"):
         raise CheckpointError(f"'{source}' is already int8 (quantized by `edgeseg compress`): start from the "
                               f"fp32 checkpoint")
-    input_size = resolve_input_size(model, ckpt)
+    train_size = resolve_input_size(model, ckpt)  # fine-tuning crop: the training size
     d = Data(data, info, model.size_divisor, val_images=val_images, calib_images=calib_images)
+    # Static size for conversion, calibration and latency: the (padded) validation images,
+    # at least the training size.
+    shapes = [d.val_subset[i][0].shape[-2:] for i in range(len(d.val_subset))]
+    input_size = (max([train_size[0]] + [int(s[0]) for s in shapes]),
+                  max([train_size[1]] + [int(s[1]) for s in shapes]))
     qat_lr = lr if lr is not None else 1e-5
     ft_lr = lr if lr is not None else 1e-4
     x = torch.zeros(1, 3, *input_size)
@@ -95,6 +100,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     t_start = time.time()
     report = {"source": str(source), "model": ckpt["model"], "target": target_preset(target).__dict__,
               "run": {"data": str(data), "val_images": len(d.val_subset), "input_size": list(input_size),
+                      "finetune_crop": list(train_size),
                       "runs": runs, "warmup": warmup, "threads": threads, "epochs": epochs, "steps": steps,
                       "calib_images": calib_images, "batch_size": batch_size,
                       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
@@ -129,7 +135,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
         if ptq:
             log("post-training quantization (nncf.quantize)...")
             q = quant.ptq(model, d.calibration(input_size), **kw)
-            save_compressed(q, info, input_size, tmp / "int8_ptq.pt",
+            save_compressed(q, info, train_size, tmp / "int8_ptq.pt",
                             quantization={"method": "ptq", "target": target})
             report["files"]["int8_ptq"] = "int8_ptq.pt"
             V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
@@ -148,10 +154,10 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                                        **common)
         if qat:
             log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
-            q, rec = quant.qat(model, d, img_size=input_size, epochs=epochs, steps=steps, lr=qat_lr,
-                               batch_size=batch_size, log=log, **kw)
+            q, rec = quant.qat(model, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
+                               batch_size=batch_size, calib_size=input_size, log=log, **kw)
             report["finetune"]["int8_qat"] = rec
-            save_compressed(q, info, input_size, tmp / "int8_qat.pt",
+            save_compressed(q, info, train_size, tmp / "int8_qat.pt",
                             quantization={"method": "qat", "target": target, "finetune": rec})
             report["files"]["int8_qat"] = "int8_qat.pt"
             V["int8_qat"] = measure("int8_qat", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
@@ -160,21 +166,21 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             if prune_mode == "structured":
                 log(f"structured pruning of {prune:.0%} channels...")
                 det = prune_structured(pm, x, prune)
-                recalibrate_bn(pm, bn_batches(d, input_size))
-                rec = finetune(pm, d, img_size=input_size, epochs=epochs, steps=steps, lr=ft_lr,
+                recalibrate_bn(pm, bn_batches(d, train_size))
+                rec = finetune(pm, d, img_size=train_size, epochs=epochs, steps=steps, lr=ft_lr,
                                batch_size=batch_size, log=log)
-                recalibrate_bn(pm, bn_batches(d, input_size))
+                recalibrate_bn(pm, bn_batches(d, train_size))
                 report["finetune"]["pruned"] = rec
                 report["pruning"] = det
-                save_compressed(pm, info, input_size, tmp / "pruned.pt", pruning=det)
+                save_compressed(pm, info, train_size, tmp / "pruned.pt", pruning=det)
                 report["files"]["pruned"] = "pruned.pt"
                 V["pruned"] = measure("pruned", torch_model=pm, reference=ref, **common)
                 if qat:
                     log("QAT of the pruned model...")
-                    pq, rec = quant.qat(pm, d, img_size=input_size, epochs=epochs, steps=steps, lr=qat_lr,
-                                        batch_size=batch_size, log=log, **kw)
+                    pq, rec = quant.qat(pm, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
+                                        batch_size=batch_size, calib_size=input_size, log=log, **kw)
                     report["finetune"]["pruned_int8_qat"] = rec
-                    save_compressed(pq, info, input_size, tmp / "pruned_int8_qat.pt", pruning=det,
+                    save_compressed(pq, info, train_size, tmp / "pruned_int8_qat.pt", pruning=det,
                                     quantization={"method": "qat", "target": target, "finetune": rec})
                     report["files"]["pruned_int8_qat"] = "pruned_int8_qat.pt"
                     V["pruned_int8_qat"] = measure("pruned_int8_qat", torch_model=pq, reference=ref,
@@ -182,15 +188,15 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             else:
                 log(f"unstructured pruning (nncf.prune) of {prune:.0%} weights...")
                 masked, det = prune_unstructured(pm, x, prune)
-                rec = finetune(masked, d, img_size=input_size, epochs=epochs, steps=steps, lr=ft_lr,
+                rec = finetune(masked, d, img_size=train_size, epochs=epochs, steps=steps, lr=ft_lr,
                                batch_size=batch_size, log=log)
-                recalibrate_bn(masked, bn_batches(d, input_size))
+                recalibrate_bn(masked, bn_batches(d, train_size))
                 plain, stats = strip_unstructured(masked, x)
                 det.update(stats)
                 det["zero_weight_fraction"] = sparsity(plain)
                 report["finetune"]["sparse"] = rec
                 report["pruning"] = det
-                save_compressed(plain, info, input_size, tmp / "sparse.pt", pruning=det)
+                save_compressed(plain, info, train_size, tmp / "sparse.pt", pruning=det)
                 report["files"]["sparse"] = "sparse.pt"
                 V["sparse"] = measure("sparse", torch_model=plain, reference=ref, **common,
                                       extra={"zero_weight_fraction": det["zero_weight_fraction"]})

@@ -9,6 +9,15 @@
 
 ``load_compressed(path_or_zoo_name)`` returns ``(model, info, ckpt)`` like
 ``edgeseg.train.checkpoint.load_model`` and also accepts plain checkpoints.
+
+For ``load_model`` (and so ``edgeseg build``) to read these files too,
+``edgeseg/train/checkpoint.py::model_from_checkpoint`` needs, between ``create_model(...)``
+and ``model.load_state_dict(...)``::
+
+    if ckpt.get("pruning") or ckpt.get("quantization"):
+        from edgeseg.compress.io import rebuild
+
+        model = rebuild(model, ckpt)
 """
 
 from __future__ import annotations
