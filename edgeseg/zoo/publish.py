@@ -43,9 +43,17 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
     from edgeseg.models import count_macs, count_params
     from edgeseg.train.checkpoint import model_from_checkpoint
 
+    from edgeseg.data import open_dataset
+
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / "best.pt")
+    model, info = model_from_checkpoint(ckpt)
+    # Ship the size the model is deployed at (a val image rounded up to the stride), which
+    # `edgeseg build` uses by default; the training crop stays in the card.
+    h, w = open_dataset(data, "val").read(0)[0].shape[:2]
+    eval_size = [model.valid_size(h), model.valid_size(w)]
     slim = half_precision_checkpoint(ckpt)
+    slim["input_size"] = eval_size
     weights = zoo_dir / f"{name}.pt"
     save_checkpoint(slim, weights)
     size_mb = weights.stat().st_size / 2**20
@@ -56,8 +64,6 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
     t0 = time.perf_counter()
     scores = evaluate(weights, data, "val")
     eval_seconds = time.perf_counter() - t0
-    model, info = model_from_checkpoint(ckpt)
-    eval_size = [model.valid_size(360), model.valid_size(480)] if info.name == "camvid" else ckpt["input_size"]
     log = _read_log(run_dir)
     config = ckpt.get("config", {})
     card = {
@@ -67,7 +73,7 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
         "weights": {"file": weights.name, "sha256": file_sha256(weights), "bytes": weights.stat().st_size,
                     "dtype": "float16"},
         "train_input_size": ckpt["input_size"],
-        "eval": {"split": "val", "images": scores["images"], "input_size": eval_size,
+        "eval": {"split": "val", "images": scores["images"], "input_size": eval_size, "image_size": [h, w],
                  "fit": "images padded bottom/right to the model's stride; padded pixels are ignored",
                  "seconds": round(eval_seconds, 1)},
         "metrics": {"val_miou": scores["miou"], "val_pixel_accuracy": scores["pixel_accuracy"],
