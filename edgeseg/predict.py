@@ -34,6 +34,11 @@ def overlay(image_rgb: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -
     return cv2.addWeighted(image_rgb, 1.0 - alpha, color_mask, alpha, 0.0)
 
 
+# Weaker pairwise terms than dense_crf's defaults: on six CamVid *train* images with a
+# CPU-trained bisenetv1 these raised mIoU (+0.008) where the defaults lowered it (-0.016).
+CRF_SETTINGS = {"sxy_bilateral": 30, "srgb": 10, "compat_bilateral": 2, "compat_gaussian": 1}
+
+
 def predict_image(model, info: DatasetInfo, image_rgb: np.ndarray, *, mode: str = "whole",
                   crf: bool = False, **opts) -> np.ndarray:
     """Class map (H, W) for one RGB image at its own resolution.
@@ -53,7 +58,7 @@ def segment_image(model, info: DatasetInfo, image_rgb: np.ndarray, *, mode: str 
     if crf:
         from edgeseg.classical.crf import dense_crf
 
-        probs = dense_crf(probs, image_rgb)
+        probs = dense_crf(probs, image_rgb, **CRF_SETTINGS)
         classes = probs.argmax(0).astype(np.uint8)
     return classes, probs
 
