@@ -228,3 +228,19 @@ def test_early_stopping(small_data, tmp_path):
     assert result["epochs"] < 25
     assert result["epochs"] == result["best_epoch"] + 3
     assert any("early stop" in m for m in messages)
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    from edgeseg.losses import parse_loss_spec
+    from edgeseg.models import get_entry
+    from edgeseg.recipes import list_recipes, load_recipe
+
+    names = list_recipes()
+    assert "camvid-bisenetv1-cpu" in names
+    for name in names:
+        settings = load_recipe(name)
+        cfg = TrainConfig.from_dict({**settings, "data": "x"})
+        cfg.validate()
+        get_entry(cfg.model)
+        parse_loss_spec(cfg.loss)
+        assert settings["description"]
