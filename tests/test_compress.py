@@ -182,3 +182,21 @@ def test_cli_prune_qat_report(tmp_path, tiny_ckpt, tiny_camvid):
                                                "report.json", "report.md"}
     # a second run into the same folder is refused
     assert main(["compress", str(tiny_ckpt), "--data", str(tiny_camvid), "--ptq", "--out", str(out)]) == 2
+
+
+def test_ignored_scope_keeps_modules_in_fp32(data):
+    from edgeseg.compress import ptq
+    from edgeseg.compress.api import _split_ignore
+    from edgeseg.compress.quant import pick_sensitive, quantizer_count
+
+    calib = data.calibration(SIZE)
+    full = quantizer_count(ptq(tiny_model(), calib))
+    names, patterns = _split_ignore(["head", "ffm.conv"])
+    assert names == [] and len(patterns) == 2
+    kept = quantizer_count(ptq(tiny_model(), calib, ignore_names=names, ignore_patterns=patterns))
+    assert 0 < kept < full
+    ranked = {"fp32_miou": 0.50, "int8_miou": 0.46,
+              "groups": [{"group": "head", "recovered": 0.02}, {"group": "ffm", "recovered": 0.015},
+                         {"group": "stem", "recovered": 0.001}]}
+    assert pick_sensitive(ranked, 0.01) == ["head", "ffm"]
+    assert pick_sensitive({**ranked, "int8_miou": 0.495}, 0.01) == []

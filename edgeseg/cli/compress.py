@@ -26,7 +26,7 @@ def compress_cmd(
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 4,
     target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | edgetpu | any.")] = "cpu",
     ignore: Annotated[Optional[List[str]], typer.Option(
-        "--ignore", help="Keep in fp32: a module path (head), an NNCF node name (head.cls/conv2d/0) or "
+        "--ignore", help="Keep in fp32: a module path (head), an NNCF node name (head/cls/conv2d/0) or "
                          "re:REGEX. Repeatable.")] = None,
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Search which module groups to keep in "
                                                                      "fp32 (PTQ with one group ignored at a time).")] = False,

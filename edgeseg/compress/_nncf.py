@@ -87,7 +87,7 @@ def nncf_args(target: str) -> dict:
 def ignored_scope(names=None, patterns=None):
     """An ``nncf.IgnoredScope`` (or None) keeping the named layers in floating point.
 
-    ``names`` are NNCF node names (e.g. ``head.cls/conv2d/0``); ``patterns`` are regular
+    ``names`` are NNCF node names (e.g. ``head/cls/conv2d/0``); ``patterns`` are regular
     expressions over node names; a plain module path such as ``head`` is accepted as a
     pattern too and matches every node of that module. ``validate=False``: a pattern
     that matches nothing is not an error (models differ)."""
@@ -101,4 +101,6 @@ def module_pattern(module: str) -> str:
     """Regex matching the NNCF torch node names of every op inside module ``module``."""
     import re
 
-    return rf"^{re.escape(module)}[./].*"
+    # NNCF 3.x torch node names are the module path with '/' separators plus the op:
+    # ``head/cls/conv2d/0`` for ``model.head.cls``.
+    return rf"^{re.escape(module.replace('.', '/'))}/.*"

@@ -38,7 +38,7 @@ def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, ru
 
 
 def _split_ignore(ignore) -> tuple[list[str], list[str]]:
-    """NNCF node names contain '/' (``head.cls/conv2d/0``); anything else is a module path
+    """NNCF node names contain '/' (``head/cls/conv2d/0``); anything else is a module path
     (``head``, ``aux_heads.0``) matched as a pattern over all its nodes, or a regex if it
     starts with ``re:``."""
     from edgeseg.compress._nncf import module_pattern
