@@ -24,7 +24,7 @@ def list_cmd():
     default = default_model_name()
     table = Table(title="edgeseg zoo")
     for col in ("name", "model", "dataset", "val mIoU", "params (M)", "MB", "eval input"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "model"))
     for name in names:
         c = get_card(name)
         h, w = c["eval"]["input_size"]
