@@ -23,8 +23,10 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("source", nargs="?", help="checkpoint or zoo name (not needed with --from-report)")
+    ap.add_argument("--from-report", default=None,
+                    help="render docs from an earlier run's OUT/report.json instead of running")
+    ap.add_argument("--data")
     ap.add_argument("--out", default="runs/bench_compress")
     ap.add_argument("--prune", type=float, default=0.3)
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -45,22 +47,34 @@ def main(argv=None) -> int:
     import torch
 
     from edgeseg.compress import compress
-    from edgeseg.compress.report import to_markdown
 
     torch.set_num_threads(args.torch_threads)
     t0 = time.time()
+    if args.from_report:
+        import json
+
+        report = json.loads((Path(args.from_report) / "report.json").read_text())
+        return _render(report, report["run"].get("seconds", 0.0), f"(rendered from {args.from_report}/report.json)",
+                       args.from_report, args.docs)
+    if not args.source or not args.data:
+        ap.error("SOURCE and --data are needed (or --from-report DIR)")
     report = compress(args.source, args.data, qat=True, ptq=args.ptq, max_drop=args.max_drop, prune=args.prune,
                       prune_mode="structured", epochs=args.epochs, steps=args.steps, lr=args.lr,
                       batch_size=args.batch_size, out=args.out, val_images=args.val_images,
                       calib_images=args.calib_images, runs=args.runs, threads=args.threads, force=args.force)
-    wall = time.time() - t0
     cmd = "python tools/bench_compress.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    return _render(report, time.time() - t0, cmd, args.out, args.docs)
+
+
+def _render(report: dict, wall: float, cmd: str, out: str, docs: bool) -> int:
+    from edgeseg.compress.report import to_markdown
+
     md = to_markdown(report)
     text = (f"Command: `{cmd}`  \nWall time {wall / 60:.1f} min (fine-tuning: "
             + ", ".join(f"{k} {v.get('steps')} steps" for k, v in report["finetune"].items())
-            + f"); full JSON in `{args.out}/report.json`.\n\n" + md.split("\n", 2)[2])
+            + f"); full JSON in `{out}/report.json`.\n\n" + md.split("\n", 2)[2])
     print(md)
-    if args.docs:
+    if docs:
         doc = ROOT / "docs" / "compress.md"
         body = doc.read_text()
         if BEGIN not in body or END not in body:
