@@ -106,6 +106,11 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
 
     spec = ckpt["model"]
     model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    if ckpt.get("pruning") or ckpt.get("quantization"):
+        # Compressed checkpoints (edgeseg compress): pruned widths and/or NNCF quantizers.
+        from edgeseg.compress.io import rebuild
+
+        model = rebuild(model, ckpt)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
