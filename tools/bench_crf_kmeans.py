@@ -21,22 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from edgeseg.bench.machine import cpu_model
+
 import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "camvid"
 START, END = "<!-- bench_crf_kmeans:start -->", "<!-- bench_crf_kmeans:end -->"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _fmt(v, digits=1, scale=100.0) -> str:

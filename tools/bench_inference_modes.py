@@ -20,7 +20,7 @@ from edgeseg.data import open_dataset
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.predict import segment_image
 from edgeseg.train.checkpoint import atomic_write_text, load_model
-from edgeseg.zoo.publish import cpu_name
+from edgeseg.bench.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = [("whole", False), ("whole", True), ("tta", False), ("tta", True)]
@@ -68,7 +68,7 @@ def main():
         f"ms per image is the whole inference (PyTorch eager, {args.threads} threads) plus CRF.",
         "",
         f"- Command: `{cmd}`",
-        f"- CPU: {cpu_name()}; torch {torch.__version__}; load average (1 min) before / after: "
+        f"- CPU: {cpu_model()}; torch {torch.__version__}; load average (1 min) before / after: "
         f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
         "",
         "| model | inference | CRF | mIoU | ms / image |",

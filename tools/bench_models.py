@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgeseg.bench.machine import cpu_model
+
 import torch
 
 from edgeseg.models import count_macs, count_params, create_model, get_entry, list_models
@@ -50,16 +52,6 @@ NOTES = (
     "up-convolution), bilinear, nearest (resize + 1x1 conv).",
     "Papers: each module's docstring in `edgeseg/models/` and `edgeseg.models.get_entry(name).paper`.",
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             if line.lower().startswith("model name"):
@@ -51,7 +51,7 @@ def machine_info(threads: int | None = None) -> dict:
     except OSError:
         pass
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": _physical_cores(),

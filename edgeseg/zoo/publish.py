@@ -7,28 +7,18 @@ The card's scores are measured here, on the shipped (half-precision) weights, so
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from edgeseg.bench.machine import cpu_model
 from edgeseg.errors import CheckpointError
 from edgeseg.train.checkpoint import atomic_write_text, file_sha256, load_checkpoint, save_checkpoint
 from edgeseg.zoo import ZOO_DIR, half_precision_checkpoint
 
 MAX_WEIGHTS_MB = 15
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _read_log(run_dir: Path) -> list[dict]:
@@ -88,7 +78,7 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
             "epochs_planned": config.get("epochs"),
             "best_epoch": ckpt.get("metrics", {}).get("epoch"),
             "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
-            "hardware": hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
+            "hardware": hardware or f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU",
             "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
         },
