@@ -2,9 +2,9 @@
 
 1. a CamVid-like video: the images of ../shared/data/camvid/val (360x480) written with
    cv2.VideoWriter (mp4v, 30 fps);
-2. an artifact: /work/zoo_runs/bisenetv1/best.pt when it exists (a copy is taken, the run
-   may still be writing it), else an untrained bisenetv1 (timing only), built for
-   --target (openvino-cpu or onnxruntime-cpu) at --precision;
+2. an artifact: --model (a checkpoint or zoo name; default the zoo's default model, else
+   an untrained bisenetv1 for timing only), built for --target (openvino-cpu or
+   onnxruntime-cpu) at --precision;
 3. model-only throughput: Predictor.infer on one preprocessed input in a loop, (a) one
    Predictor with the runtime's default threads, (b) the demo's layout: --workers
    Predictors of cores/workers threads each, called from as many threads at once;
@@ -35,7 +35,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_VAL = REPO.parent / "shared" / "data" / "camvid" / "val"
-TRAINED = Path("/work/zoo_runs/bisenetv1/best.pt")
 DOC = REPO / "docs" / "demo.md"
 BEGIN, END = "<!-- BENCH:BEGIN (tools/bench_demo.py writes this part) -->", "<!-- BENCH:END -->"
 
@@ -54,11 +53,14 @@ def make_video(out: Path, images_dir: Path, limit: int | None, fps: float = 30.0
     return out, len(files), (h, w)
 
 
-def make_checkpoint(work: Path) -> tuple[Path, str]:
-    if TRAINED.is_file():
-        dst = work / "bisenetv1-camvid.pt"
-        shutil.copy2(TRAINED, dst)
-        return dst, f"{TRAINED} (CamVid run in progress; copy taken {time.strftime('%Y-%m-%d %H:%M')})"
+def make_checkpoint(work: Path, model: str | None) -> tuple[str, str]:
+    from edgeseg.zoo import default_model_name, list_zoo
+
+    if model:
+        return model, model
+    if list_zoo():
+        name = default_model_name()
+        return name, f"zoo model {name}"
     import torch
 
     from edgeseg.data.info import CAMVID
@@ -69,7 +71,7 @@ def make_checkpoint(work: Path) -> tuple[Path, str]:
     model = create_model("bisenetv1", 11)
     dst = work / "bisenetv1-untrained.pt"
     save_checkpoint(mk(model, CAMVID, (360, 480)), dst)
-    return dst, "untrained bisenetv1 (timing only)"
+    return str(dst), "untrained bisenetv1 (timing only)"
 
 
 def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, threads) -> dict:
@@ -105,11 +107,12 @@ def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, t
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="checkpoint or zoo name (default: the zoo default model)")
     ap.add_argument("--target", default=None, help="openvino-cpu | onnxruntime-cpu (default: the demo's default)")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--seconds", type=float, default=10.0, help="model-only loop length per layout")
     ap.add_argument("--frames", type=int, default=None, help="video frames (default: all val images)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="default: the demo's default for this machine")
     ap.add_argument("--work", type=Path, default=None, help="folder for the video and artifact (default: temp)")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not update docs/demo.md")
     a = ap.parse_args(argv)
@@ -123,7 +126,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     video, n_frames, (h, w) = make_video(work / "camvid_val.mp4", CAMVID_VAL, a.frames)
     print(f"video: {video} ({n_frames} frames {h}x{w})", flush=True)
-    ckpt, ckpt_desc = make_checkpoint(work)
+    ckpt, ckpt_desc = make_checkpoint(work, a.model)
     art = work / f"art-{target}-{a.precision}"
     if art.exists():
         shutil.rmtree(art)
@@ -137,6 +140,10 @@ def main(argv=None):
     single = model_only(art, rgb, a.seconds, 1, None)
     print(f"model-only, 1 predictor (default threads): {single}", flush=True)
     cores = os.cpu_count() or 1
+    if a.workers is None:
+        from edgeseg.demo.pipeline import default_workers
+
+        a.workers = default_workers()
     par = model_only(art, rgb, a.seconds, a.workers, max(1, cores // a.workers))
     print(f"model-only, {a.workers} predictors in parallel: {par}", flush=True)
 
@@ -175,7 +182,7 @@ def write_doc(r: dict, cmd, work: Path) -> None:
         f"(load average before {r['loadavg_before']}, after {r['loadavg_after']}).",
         "",
         f"- video: {r['frames']} CamVid val images, {r['size'][0]}x{r['size'][1]}, mp4v",
-        f"- artifact: bisenetv1 {r['target']} {r['precision']}, from {r['checkpoint']}",
+        f"- artifact: {r['target']} {r['precision']}, from {r['checkpoint']}",
         f"- demo command: `python {shown}`",
         "",
         "| measurement | FPS | notes |",

@@ -117,6 +117,12 @@ class _Workers:
         self._put(_END)
 
 
+def default_workers() -> int:
+    """One request on up to 2 cores: measured there, two 1-thread requests gave 15.5 FPS end to
+    end against 25.1 FPS for one 2-thread request (docs/demo.md); more cores overlap two."""
+    return 1 if (os.cpu_count() or 1) <= 2 else 2
+
+
 def load_predictors(artifact, workers: int, threads: int | None = None, device: str | None = None):
     from edgeseg.runtime import load_predictor
 
