@@ -244,3 +244,17 @@ def test_every_shipped_recipe_is_a_valid_config():
         get_entry(cfg.model)
         parse_loss_spec(cfg.loss)
         assert settings["description"]
+
+
+def test_segmenter_trains_and_builds_for_openvino(small_data, tmp_path):
+    """The transformer model goes through the same trainer and exports to OpenVINO with parity."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from edgeseg.build import build
+
+    cfg = quick_config(small_data, tmp_path / "run", model="segmenter", model_kwargs={"depth": 2}, epochs=1,
+                       steps_per_epoch=2)
+    train(cfg, log=lambda *_: None)
+    out = build(tmp_path / "run" / "last.pt", "openvino-cpu", precision="fp32", out=tmp_path / "art",
+                data=small_data)
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and parity["agreement"] > 0.999

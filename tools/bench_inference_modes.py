@@ -45,6 +45,7 @@ def main():
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     parser.add_argument("--limit", type=int, default=None, help="score the first N val images")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kmeans", type=int, default=12, help="k of the k-means baseline row (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "inference_modes.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,6 +53,14 @@ def main():
     n = min(len(dataset), args.limit or len(dataset))
     load_before = os.getloadavg()[0]
     rows = []
+    if args.kmeans:
+        from edgeseg.classical import evaluate_kmeans
+
+        km = evaluate_kmeans(dataset, args.kmeans, use_position=True, limit=n)
+        rows.append(f"| k-means baseline (k={args.kmeans}, colour + position; clusters named by majority vote "
+                    f"with each image's ground truth: an oracle upper bound) | - | no | {km['miou']:.4f} | "
+                    f"{km['ms_per_image']:.0f} |")
+        print(rows[-1], flush=True)
     for source in args.models:
         model, info, _ = load_model(source)
         for mode, crf in VARIANTS:
