@@ -65,22 +65,12 @@ def rebuild(model, ckpt: dict):
 
 
 def load_compressed(source, map_location="cpu"):
-    """``(model, info, ckpt)`` from a compressed (or plain) checkpoint path or zoo name."""
-    from edgeseg.data.info import DatasetInfo
-    from edgeseg.models import create_model
-    from edgeseg.train.checkpoint import load_source
+    """``(model, info, ckpt)`` from a compressed (or plain) checkpoint path or zoo name.
 
-    ckpt = load_source(source, map_location)
-    spec = ckpt["model"]
-    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
-    model = rebuild(model, ckpt)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first})") from exc
-    model.float().eval()
-    return model, DatasetInfo.from_dict(ckpt["dataset"]), ckpt
+    The same as :func:`edgeseg.train.checkpoint.load_model`, which calls :func:`rebuild`."""
+    from edgeseg.train.checkpoint import load_model
+
+    return load_model(source, map_location)
 
 
 def is_compressed(ckpt: dict) -> bool:
