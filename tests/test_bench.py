@@ -160,3 +160,14 @@ def test_matrix_plan_and_run(work, tmp_path, capsys):
     fp32 = next(r for r in m if r["target"] == "onnxruntime-cpu" and r["precision"] == "fp32")
     assert fp32["change vs fp32"] in ("+0.0000", "-0.0000")
     assert code in (0, 3)  # untrained int8 may be flagged single-class: the gate says so
+
+
+def test_crf_scoring(work, tmp_path, capsys):
+    root, data, ckpt, art = work
+    out = tmp_path / "crf.json"
+    assert main(["bench", str(art), "--data", str(data), "--crf", "--json", str(out), *FAST]) == 0
+    r = json.loads(out.read_text())
+    assert r["accuracy"]["crf"] is True and r["accuracy"]["crf_ms_per_image"] > 0
+    assert 0 <= r["miou"] <= 1
+    assert main(["bench", str(art), "--crf", *FAST]) == 2
+    assert "--data" in capsys.readouterr().err

@@ -4,6 +4,7 @@ flags for degenerate outputs (one class everywhere, an empty mask) whatever the 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,27 @@ def reference_predictor(manifest: dict, threads: int | None = None):
 
 
 def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, max_images: int | None = None,
-             images=None) -> dict:
+             images=None, crf: bool = False) -> dict:
     """Scores of ``predictor`` on ``ds`` (ConfusionMatrix.summary) plus the predicted-class histogram."""
     from edgeseg.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     hist = np.zeros(256, np.int64)
     single = 0
+    crf_seconds = 0.0
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     for i in range(n):
         img, mask = images[i] if images is not None else ds.read(i)
-        pred = predictor.predict(img)
+        if crf:
+            from edgeseg.classical.crf import dense_crf
+            from edgeseg.predict import CRF_SETTINGS
+
+            _, probs = predictor.predict(img, return_probs=True)
+            t0 = time.perf_counter()
+            pred = dense_crf(probs, img, **CRF_SETTINGS).argmax(0).astype(np.uint8)
+            crf_seconds += time.perf_counter() - t0
+        else:
+            pred = predictor.predict(img)
         cm.update(np.minimum(pred, num_classes - 1) if pred.max(initial=0) >= num_classes else pred, mask)
         h = np.bincount(pred.ravel(), minlength=256)
         hist += h[:256]
@@ -71,6 +82,8 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
     s["predicted_pixels_per_class"] = {str(class_names[c]) if c < num_classes else str(c): int(v)
                                       for c, v in enumerate(hist) if v}
     s["single_class_images"] = single
+    if crf:
+        s["crf_ms_per_image"] = 1000 * crf_seconds / max(1, n)
     return s
 
 
@@ -90,15 +103,16 @@ def flags_for(scores: dict, num_classes: int) -> list[str]:
 
 
 def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, threads: int | None = None,
-                    max_images: int | None = None, reference: bool = True) -> dict:
+                    max_images: int | None = None, reference: bool = True, crf: bool = False) -> dict:
     """mIoU / per-class IoU / pixel accuracy of the artifact and of its fp32 source, the deltas and flags."""
     ds = open_split(data, split, manifest)
     classes = list(manifest["classes"])
     nc, ig = len(classes), int(manifest.get("ignore_index", 255))
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     pairs = [ds.read(i) for i in range(n)]
-    art = evaluate(predictor, ds, nc, ig, classes, images=pairs)
-    out = {"data": str(data), "split": split, "images": n, "miou": art["miou"],
+    art = evaluate(predictor, ds, nc, ig, classes, images=pairs, crf=crf)
+    out = {"data": str(data), "split": split, "images": n, "miou": art["miou"], "crf": crf,
+           "crf_ms_per_image": art.get("crf_ms_per_image"),
            "per_class_iou": art["per_class_iou"], "pixel_accuracy": art["pixel_accuracy"],
            "predicted_pixels_per_class": art["predicted_pixels_per_class"],
            "flags": flags_for(art, nc), "reference": None}

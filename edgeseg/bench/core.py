@@ -52,7 +52,7 @@ def _validate(runs, warmup, threads, memory_runs):
 def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, warmup: int = 10,
                    threads: int | None = None, budget_p99_ms=None, budget_memory_mb=None, min_miou=None,
                    memory_runs: int = 5, max_images: int | None = None, async_runs: int | None = None,
-                   reference: bool = True) -> dict:
+                   reference: bool = True, crf: bool = False) -> dict:
     """Benchmark one artifact folder; the result dict (JSON schema ``SCHEMA_VERSION``)."""
     from edgeseg.bench.accuracy import accuracy_report
     from edgeseg.bench.budget import check_budget, resolve_budget
@@ -81,7 +81,7 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     acc = None
     if data is not None:
         acc = accuracy_report(pred, manifest, data, split, threads=threads, max_images=max_images,
-                              reference=reference)
+                              reference=reference, crf=crf)
     del pred
     mem = measure_peak_memory(artifact, runs=memory_runs, threads=threads) if memory_runs else None
 

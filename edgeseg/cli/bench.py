@@ -78,6 +78,7 @@ def bench_cmd(
     min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Lowest acceptable mIoU (needs --data).")] = None,
     memory_runs: Annotated[int, typer.Option(help="Inferences in the fresh memory-measuring process (0: skip).")] = 5,
     max_images: Annotated[Optional[int], typer.Option(help="Score at most this many images of --data.")] = None,
+    crf: Annotated[bool, typer.Option("--crf", help="Score with dense-CRF refinement of the artifact's probabilities (needs --data).")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
     md_out: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown report here.")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML report (inline SVG plots) here.")] = None,
@@ -93,8 +94,12 @@ def bench_cmd(
 
     # check budget values before any slow work
     resolve_budget(None, p99_ms=budget_p99_ms, memory_mb=budget_memory_mb, min_miou=min_miou)
+    if crf and data is None:
+        raise ConfigError("--crf refines the scored predictions: give --data DIR too")
     kw = dict(runs=runs, warmup=warmup, threads=threads, budget_p99_ms=budget_p99_ms,
               budget_memory_mb=budget_memory_mb, min_miou=min_miou, memory_runs=memory_runs, max_images=max_images)
+    if crf:
+        kw["crf"] = True
     if matrix:
         from edgeseg.bench.matrix import run_matrix
 
