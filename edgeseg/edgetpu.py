@@ -358,27 +358,36 @@ def parse_compiler_report(text: str) -> dict:
             "all_mapped": bool(table) and not unmapped}
 
 
-def run_compiler(model, out_dir, *, command: str | None = None, timeout: int = 600) -> dict:
+def run_compiler(model, out_dir, *, command: str | None = None, timeout: int = 600, cwd=None) -> dict:
     """Run ``edgetpu_compiler`` when it is on PATH; otherwise return the command to run.
 
-    Returns ``{"command", "ran", "reason"?, "report"?, "output_model"?, "log"?}``."""
+    With ``cwd`` (the artifact folder) the command names ``model`` and ``out_dir`` relative
+    to it and runs there, so the command in the manifest stays valid after the artifact is
+    moved (builds write to a temporary folder, then rename it).
+    Returns ``{"command", "ran", "cwd"?, "reason"?, "report"?, "output_model"?, "log"?}``;
+    with ``cwd`` the paths in it are relative to ``cwd``."""
     model, out_dir = Path(model), Path(out_dir)
-    cmd = compiler_command(model, out_dir, command)
+    run_model, run_out = model, out_dir
+    if cwd is not None:
+        cwd = Path(cwd)
+        run_model, run_out = model.relative_to(cwd), out_dir.relative_to(cwd)
+    cmd = compiler_command(run_model, run_out, command)
     exe = shutil.which("edgetpu_compiler")
     if exe is None:
         return {"name": "edgetpu_compiler", "command": cmd, "ran": False, "reason": NO_COMPILER,
-                "install": COMPILER_URL}
+                "install": COMPILER_URL, **({"cwd": "the artifact folder"} if cwd is not None else {})}
     out_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=timeout, cwd=cwd)
     text = proc.stdout + proc.stderr
     result = {"name": "edgetpu_compiler", "command": cmd, "ran": True, "returncode": proc.returncode,
-              "report": parse_compiler_report(text), "stdout": text[-4000:]}
+              "report": parse_compiler_report(text), "stdout": text[-4000:],
+              **({"cwd": "the artifact folder"} if cwd is not None else {})}
     compiled = out_dir / f"{model.stem}_edgetpu.tflite"
     if proc.returncode == 0 and compiled.is_file():
-        result["output_model"] = str(compiled)
+        result["output_model"] = str(run_out / compiled.name)
         log = out_dir / f"{model.stem}_edgetpu.log"
         if log.is_file():
-            result["log"] = str(log)
+            result["log"] = str(run_out / log.name)
     else:
         result["reason"] = f"edgetpu_compiler exited with {proc.returncode}"
     return result

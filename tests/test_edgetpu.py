@@ -94,3 +94,25 @@ def test_parse_compiler_report():
     assert rep["ops_on_tpu"] == 8 and rep["ops_on_cpu"] == 1 and rep["subgraphs"] == 1
     assert rep["mapped_ops"] == 8 and not rep["all_mapped"]
     assert rep["unmapped"] == [{"operator": "ARG_MAX", "count": 1, "status": "Operation not supported"}]
+
+
+def test_compiler_runs_in_artifact_folder_with_relative_paths(int8_tflite, tmp_path, monkeypatch):
+    # A stand-in edgetpu_compiler on PATH: prints the report layout and writes the output model
+    # into its -o folder, so the command, working folder and parsed report are checked for real.
+    art = tmp_path / "artifact"
+    art.mkdir()
+    (art / "model_int8.tflite").write_bytes(int8_tflite.read_bytes())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "report.txt").write_text(SAMPLE)
+    exe = bindir / "edgetpu_compiler"
+    exe.write_text(f'#!/bin/sh\n# args: -s -o OUT MODEL\nmkdir -p "$3"\ncp "$4" "$3/model_int8_edgetpu.tflite"\n'
+                   f'cat {tmp_path / "report.txt"}\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    res = edgetpu.run_compiler(art / "model_int8.tflite", art / "edgetpu", cwd=art)
+    assert res["ran"] and res["returncode"] == 0, res
+    assert res["command"] == "edgetpu_compiler -s -o edgetpu model_int8.tflite"
+    assert res["output_model"] == "edgetpu/model_int8_edgetpu.tflite"
+    assert (art / res["output_model"]).is_file()
+    assert res["report"]["ops_on_tpu"] == 8 and res["cwd"] == "the artifact folder"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,7 +62,8 @@ def build_cmd(
         typer.echo(f"parity: not run ({p.get('reason')})")
     c = s.get("compiler")
     if c and c.get("command"):
-        typer.echo(f"compile on the device: {c['command']}" if not c.get("ran") else f"compiled: {c['command']}")
+        cmd = f"cd {shlex.quote(s['out'])} && {c['command']}" if c.get("cwd") else c["command"]
+        typer.echo(f"compile on the device: {cmd}" if not c.get("ran") else f"compiled: {cmd}")
 
 
 def targets_cmd():

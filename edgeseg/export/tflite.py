@@ -287,7 +287,8 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
 
     report = edgetpu.check_edgetpu(path, max_resize=int((profile.constraints or {}).get("max_resize",
                                                                                      edgetpu.DEFAULT_MAX_RESIZE)))
-    compiler = edgetpu.run_compiler(path, out_dir / "edgetpu", command=(profile.compiler or {}).get("command"))
+    compiler = edgetpu.run_compiler(path, out_dir / "edgetpu", command=(profile.compiler or {}).get("command"),
+                                    cwd=out_dir)
     files = [path]
     compiled = compiler.get("output_model")
     details = {
@@ -308,7 +309,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         "compiler": compiler,
     }
     if compiled:
-        files.append(Path(compiled))
-        details["files"]["edgetpu_model"] = Path(compiled).relative_to(out_dir).as_posix()
+        files.append(out_dir / compiled)
+        details["files"]["edgetpu_model"] = Path(compiled).as_posix()
     log.info("Edge TPU check: %s", report["summary"])
     return ExportResult(path, files, precision, details)
