@@ -254,8 +254,9 @@ def _as_nchw_logits(pred, y):
 
 
 def check_parity(artifact_dir, model, info, input_size, profile, precision, *, images, masks, image_source: str,
-                 threads=None) -> dict:
-    """Run the artifact in its runtime (or a stated proxy) and compare with PyTorch fp32."""
+                 threads=None, reference: str = "pytorch fp32") -> dict:
+    """Run the artifact in its runtime (or a stated proxy) and compare with ``model`` in PyTorch
+    (fp32, or the checkpoint's fake-quantized model for a QAT checkpoint; ``reference`` says which)."""
     from edgeseg.runtime.base import load_predictor
     from edgeseg.runtime.torch import TorchPredictor
     from edgeseg.targets import runtime_available
@@ -309,7 +310,7 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
         failures.append(f"mIoU drop {drop:.4f} > {max_drop} ({ref_miou:.4f} -> {art_miou:.4f})")
     return {
         "ran": True, "runtime": pred.runtime, "device": device or pred.device, "proxy": proxy,
-        "reference": "pytorch fp32", "images": len(images), "image_source": image_source,
+        "reference": reference, "images": len(images), "image_source": image_source,
         "agreement": agreement, "min_agreement": min_agree, "max_abs_logit_diff": max_diff,
         "miou_reference": ref_miou, "miou_artifact": art_miou, "miou_drop": drop, "max_miou_drop": max_drop,
         "passed": not failures, "failures": failures, "seconds": round(time.perf_counter() - t0, 3),
@@ -349,9 +350,29 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     say = report.append if report is not None else (lambda s: None)
     t_start = time.perf_counter()
     profile = load_target(target)
+    requested = precision
     precision = profile.check_precision(precision)
     model, info, ckpt = load_model(source)
     model = model.float().eval().cpu()
+    # A quantized checkpoint (edgeseg compress --qat/--ptq) is int8 by construction.
+    qat = ckpt.get("quantization") or None
+    if qat and precision != "int8":
+        if requested is not None or "int8" not in profile.precisions:
+            raise ConfigError(f"'{source}' is an int8-quantized checkpoint (edgeseg compress, {qat.get('method')}): "
+                              f"build it with --precision int8 for a target that has int8, or build its float "
+                              f"source checkpoint for {precision}")
+        precision = "int8"
+    exporter = get_exporter(profile)
+    uses_qat = bool(qat) and getattr(exporter, "USES_QAT", False)
+    export_model = model
+    if qat and not uses_qat:
+        from edgeseg.compress.io import float_model
+
+        export_model, _ = float_model(ckpt, str(source))
+        export_model = export_model.float().eval().cpu()
+        say(f"note: the {profile.format} exporter cannot take NNCF's quantizers: it re-quantizes the checkpoint's "
+            f"QAT-trained weights with its own calibration; parity compares with the QAT model")
+    needs_calib = precision == "int8" and not uses_qat
     size = resolve_input_size(model, ckpt, input_size)
     out = Path(out) if out is not None else default_out(source, ckpt, profile.name, precision)
     _check_out(out, force)
@@ -368,7 +389,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     if calib_images is not None:
         calib_def["images"] = int(calib_images)
     calib_arrays, calib_raw, quant_calib = None, [], None
-    if data is not None and precision == "int8":
+    if data is not None and needs_calib:
         ds = _open(data, calib_def["split"])
         if ds is None:
             raise ConfigError(f"dataset '{data}' has no '{calib_def['split']}' split for calibration: "
@@ -381,7 +402,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                        "selection": calib_def["selection"], "seed": calib_def.get("seed", 0),
                        "dataset": str(data)}
         say(f"calibration: {len(idx)} {calib_def['split']} images from {data} ({calib_def['selection']})")
-    elif precision == "int8":
+    elif needs_calib:
         from edgeseg.export.base import INT8_NEEDS_DATA
 
         raise ConfigError(INT8_NEEDS_DATA)
@@ -410,10 +431,9 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     try:
-        exporter = get_exporter(profile)
         t0 = time.perf_counter()
-        result = exporter.export(model, info, input_size=size, precision=precision, out_dir=tmp, profile=profile,
-                                 calib=calib_arrays)
+        result = exporter.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
+                                 profile=profile, calib=calib_arrays, **({"qat": qat} if uses_qat else {}))
         export_seconds = time.perf_counter() - t0
         quant = None
         if precision == "int8" or result.details.get("quantization"):
@@ -437,11 +457,13 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
         with export_step(f"parity run ({profile.runtime})"):
             parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
-                                  image_source=image_source, threads=threads)
+                                  image_source=image_source, threads=threads,
+                                  reference="pytorch, the checkpoint's NNCF fake-quantized int8 model" if qat
+                                  else "pytorch fp32")
         from edgeseg.train.checkpoint import atomic_write_text
 
         atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")
-        manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "agreement",
+        manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "reference", "agreement",
                                                          "max_abs_logit_diff", "miou_reference", "miou_artifact",
                                                          "miou_drop", "passed", "image_source") if k in parity}
         manifest["parity"]["file"] = "parity.json"

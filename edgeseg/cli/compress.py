@@ -24,7 +24,7 @@ def compress_cmd(
     steps: Annotated[int, typer.Option(help="Fine-tuning steps (overrides --epochs when > 0).")] = 0,
     lr: Annotated[Optional[float], typer.Option(help="Fine-tuning learning rate (default 1e-5 QAT, 1e-4 pruning).")] = None,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 4,
-    target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | edgetpu | any.")] = "cpu",
+    target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | jetson | edgetpu | any.")] = "cpu",
     ignore: Annotated[Optional[List[str]], typer.Option(
         "--ignore", help="Keep in fp32: a module path (head), an NNCF node name (head/cls/conv2d/0) or "
                          "re:REGEX. Repeatable.")] = None,

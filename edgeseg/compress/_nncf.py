@@ -65,6 +65,9 @@ TARGETS: dict[str, TargetPreset] = {
     "edgetpu": TargetPreset("edgetpu", "ANY", "MIXED",
                             "Edge TPU (TFLite int8 scheme): per-channel symmetric weights (zero point 0), "
                             "per-tensor asymmetric activations; hardware-agnostic quantizer placement"),
+    "jetson": TargetPreset("jetson", "ANY", "PERFORMANCE",
+                           "TensorRT explicit quantization (Jetson): per-channel symmetric weights, per-tensor "
+                           "symmetric activations (zero point 0, which TensorRT requires)"),
     "any": TargetPreset("any", "ANY", "PERFORMANCE", "hardware-agnostic, symmetric everywhere"),
 }
 

@@ -10,14 +10,10 @@
 ``load_compressed(path_or_zoo_name)`` returns ``(model, info, ckpt)`` like
 ``edgeseg.train.checkpoint.load_model`` and also accepts plain checkpoints.
 
-For ``load_model`` (and so ``edgeseg build``) to read these files too,
-``edgeseg/train/checkpoint.py::model_from_checkpoint`` needs, between ``create_model(...)``
-and ``model.load_state_dict(...)``::
-
-    if ckpt.get("pruning") or ckpt.get("quantization"):
-        from edgeseg.compress.io import rebuild
-
-        model = rebuild(model, ckpt)
+``edgeseg/train/checkpoint.py::model_from_checkpoint`` calls :func:`rebuild` between
+``create_model(...)`` and ``load_state_dict(...)``, so ``load_model`` (and so ``edgeseg
+build``, ``eval``, ``bench``) reads these files too. :func:`float_model` drops the
+quantizers for exporters that quantize with their own tool.
 """
 
 from __future__ import annotations
@@ -27,6 +23,9 @@ from pathlib import Path
 import torch
 
 from edgeseg.errors import CheckpointError
+
+#: State-dict prefix of NNCF 3.x's inserted modules (quantizers, pruning masks).
+NNCF_HOOKS_PREFIX = "__nncf_hooks."
 
 
 def save_compressed(model, info, input_size, path, *, quantization: dict | None = None,
@@ -62,6 +61,17 @@ def rebuild(model, ckpt: dict):
 
         model = restore(model.eval(), q["nncf_config"])
     return model
+
+
+def float_model(ckpt: dict, source: str = "checkpoint"):
+    """The floating-point model of a quantized checkpoint: its (QAT fine-tuned) weights and
+    pruned widths without the NNCF quantizers, for exporters that quantize with their own
+    tool (TFLite's PT2E cannot take NNCF quantizers). Returns ``(model, info)``."""
+    from edgeseg.train.checkpoint import model_from_checkpoint
+
+    plain = {**ckpt, "quantization": None,
+             "state_dict": {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(NNCF_HOOKS_PREFIX)}}
+    return model_from_checkpoint(plain, source)
 
 
 def load_compressed(source, map_location="cpu"):

@@ -56,6 +56,31 @@ def quantizer_count(model) -> int:
     return sum(1 for m in model.modules() if isinstance(m, BaseQuantizer))
 
 
+def set_export_mode(model, mode: str) -> int:
+    """How NNCF quantizers trace when the model is exported: ``"qdq"`` gives ONNX
+    QuantizeLinear/DequantizeLinear pairs (ONNX Runtime, TensorRT explicit quantization),
+    ``"fake_quantize"`` gives FakeQuantize ops (what ``ov.convert_model`` turns into OpenVINO
+    FakeQuantize). Returns the number of quantizers set."""
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    value = {"qdq": QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS,
+             "fake_quantize": QuantizerExportMode.FAKE_QUANTIZE}[mode]
+    n = 0
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(value)
+            n += 1
+    return n
+
+
+def asymmetric_quantizers(model) -> list[str]:
+    """Names of NNCF quantizers with a zero point (asymmetric ranges), e.g. activations under
+    the CPU preset; TensorRT's explicit quantization accepts only zero point 0."""
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    return [name for name, m in model.named_modules() if isinstance(m, AsymmetricQuantizer)]
+
+
 def nncf_config(model) -> dict:
     """What :func:`restore` needs to rebuild the quantizers (``nncf.torch.get_config``)."""
     nncf()

@@ -104,6 +104,28 @@ def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_ch
             "extra_options": {k: v for k, v in opts.items()}}
 
 
+def qat_summary(qat: dict) -> dict:
+    """The checkpoint's quantization entry for the manifest (without the bulky NNCF config)."""
+    return {k: v for k, v in (qat or {}).items() if k != "nncf_config"}
+
+
+def export_qat_qdq(model, input_size, dst: Path, *, opset: int, dynamic: bool, qat: dict) -> dict:
+    """``model`` holds NNCF quantizers (a QAT checkpoint): export them as Q/DQ pairs to ``dst``;
+    returns the ``quantization`` manifest entry."""
+    from edgeseg.compress.quant import set_export_mode
+
+    n = set_export_mode(model, "qdq")
+    if n == 0:
+        raise BuildError("the checkpoint says it is quantized but the model holds no NNCF quantizers: "
+                         "re-run `edgeseg compress`")
+    export_fp32(model, input_size, dst, opset=opset, dynamic=dynamic)
+    ops = count_ops(dst)
+    return {"method": "QAT checkpoint: NNCF quantizers exported as ONNX QuantizeLinear/DequantizeLinear",
+            "format": "QDQ", "quantizers": n, "calibration_images": 0, "checkpoint": qat_summary(qat),
+            "qdq_nodes": {"QuantizeLinear": ops.get("QuantizeLinear", 0),
+                          "DequantizeLinear": ops.get("DequantizeLinear", 0)}}
+
+
 def count_ops(path: Path) -> dict:
     import onnx
 
@@ -122,10 +144,21 @@ def check_forbidden(path: Path, profile) -> None:
                          f"'{profile.name}' cannot run: choose a model without it or another target")
 
 
-def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None) -> ExportResult:
+#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
+USES_QAT = True
+
+
+def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
+           qat: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
-    require_calib(precision, calib)
     opset = int(profile.opset or 17)
+    if qat:
+        dst = out_dir / "model_int8.onnx"
+        qinfo = export_qat_qdq(model, input_size, dst, opset=opset, dynamic=profile.shape == "dynamic", qat=qat)
+        check_forbidden(dst, profile)
+        return ExportResult(dst, [dst], precision, {"files": {"model": dst.name}, "opset": opset,
+                                                     "quantization": qinfo})
+    require_calib(precision, calib)
     fp32 = export_fp32(model, input_size, out_dir / "model.onnx", opset=opset, dynamic=profile.shape == "dynamic")
     check_forbidden(fp32, profile)
     extra = profile.extra or {}

@@ -14,6 +14,8 @@ compress_to_fp16=...)`` (``model.xml`` + ``model.bin``):
   the calibration images; per-channel int8 weights). ``profile.extra.nncf_preset`` picks
   ``mixed`` (asymmetric activations; default for the CPU) or ``performance`` (symmetric;
   default for the NPU). ``target_device`` comes from the profile's device (CPU / NPU).
+  A QAT checkpoint needs none of this: its trained NNCF quantizers convert to FakeQuantize
+  ops directly.
 
 Static-shape check (``details["ir_check"]``): the model must not be dynamic and every op's
 output shape must be static; ops whose output shape depends on data (NonZero, ...) are
@@ -111,20 +113,37 @@ def try_compile(xml: Path, device: str) -> dict:
     return {"device": device, "present": True, "compiled": True, "available_devices": devices}
 
 
-def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None) -> ExportResult:
+#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
+USES_QAT = True
+
+
+def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
+           qat: dict | None = None) -> ExportResult:
     ov = _ov()
     out_dir = Path(out_dir)
-    require_calib(precision, calib)
+    if not qat:
+        require_calib(precision, calib)
     if precision not in ("fp32", "fp16", "int8"):
         raise BuildError(f"the openvino exporter cannot build precision '{precision}' for target '{profile.name}'")
     extra = profile.extra or {}
     device = str(profile.device or "CPU").upper()
     h, w = (int(v) for v in input_size)
     xml = out_dir / "model.xml"
+    if qat:
+        from edgeseg.compress.quant import set_export_mode
+
+        set_export_mode(model, "fake_quantize")
     with export_step("OpenVINO conversion (convert_model)"):
         ov_model = convert(model, (h, w))
     quant = None
-    if precision == "int8":
+    if qat:
+        from edgeseg.export.onnx import qat_summary
+
+        # the QAT quantizers became FakeQuantize ops: nothing to calibrate
+        quant = {"method": "QAT checkpoint: NNCF quantizers converted to OpenVINO FakeQuantize",
+                 "fake_quantize_nodes": sum(1 for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"),
+                 "calibration_images": 0, "checkpoint": qat_summary(qat)}
+    elif precision == "int8":
         default_preset = "performance" if device == "NPU" else "mixed"
         with export_step("NNCF post-training quantization"):
             ov_model, quant = quantize_int8(ov_model, calib, preset=extra.get("nncf_preset", default_preset),

@@ -9,7 +9,8 @@ the engine on the device (engines are specific to the GPU and TensorRT version).
   the calibration images, symmetric int8 activations and weights (zero point 0, as
   TensorRT requires), per-channel weights, biases left in float; ``trtexec --int8``.
   (TensorRT's implicit calibrators are deprecated since 10.1; ``--int8`` without Q/DQ or
-  a cache uses arbitrary scales: timing only.)
+  a cache uses arbitrary scales: timing only.) A QAT checkpoint exports its own NNCF
+  quantizers as the Q/DQ nodes instead (symmetric ones only: ``compress --target jetson``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,34 @@ def trtexec_command(model_file: str, precision: str, engine: str = "model.engine
                                     out_dir=".").split())
 
 
-def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None) -> ExportResult:
+#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
+USES_QAT = True
+
+
+def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
+           qat: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     if precision not in FLAGS:
         raise BuildError(f"the tensorrt exporter cannot build precision '{precision}'")
-    require_calib(precision, calib)
     opset = int(profile.opset or 17)
+    details: dict = {"opset": opset}
+    if qat:
+        from edgeseg.compress.quant import asymmetric_quantizers
+
+        asym = asymmetric_quantizers(model)
+        if asym:
+            raise BuildError(f"TensorRT's explicit quantization needs symmetric int8 (zero point 0), but this QAT "
+                             f"checkpoint has {len(asym)} asymmetric quantizers (compress target "
+                             f"'{qat.get('target')}'): re-run `edgeseg compress --qat --target jetson`")
+        model_file = out_dir / "model_int8.onnx"
+        details["quantization"] = {**onnx_export.export_qat_qdq(model, input_size, model_file, opset=opset,
+                                                                dynamic=False, qat=qat),
+                                   "explicit_quantization": True}
+        onnx_export.check_forbidden(model_file, profile)
+        return _finish(model_file, precision, profile, details)
+    require_calib(precision, calib)
     fp32 = onnx_export.export_fp32(model, input_size, out_dir / "model.onnx", opset=opset, dynamic=False)
     onnx_export.check_forbidden(fp32, profile)
-    details: dict = {"opset": opset}
     model_file = fp32
     if precision == "int8":
         dst = out_dir / "model_int8.onnx"
@@ -51,6 +71,10 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         qinfo["explicit_quantization"] = True
         details["quantization"] = qinfo
         model_file = dst
+    return _finish(model_file, precision, profile, details)
+
+
+def _finish(model_file: Path, precision: str, profile, details: dict) -> ExportResult:
     template = (profile.compiler or {}).get("command")
     cmd = trtexec_command(model_file.name, precision, template=template)
     ran = False
