@@ -2,13 +2,14 @@
 
 ::
 
-    Capture (1 thread)          Workers (N threads, one Predictor each)     main thread
-    decode -> newest-frame slot --> BGR->RGB, preprocess, infer, postprocess --> reorder, colour,
-             (live) or bounded                                                  blend, HUD, legend,
-             queue (files)                                                      record, window, keys
+    Capture (1 thread)          Workers (N threads, one Predictor each)   main thread
+    decode -> newest-frame slot --> BGR->RGB, preprocess, infer ---------> reorder, postprocess
+             (live) or bounded                                            (argmax), colour, blend,
+             queue (files)                                                HUD, legend, record,
+                                                                          window, keys
 
-Decode, pre/post-processing and drawing run in other threads than a given model call,
-so they overlap it; with ``workers=2`` two model calls overlap as well (each Predictor
+Decode, post-processing and drawing run in other threads than a given model call, so
+they overlap it; with ``workers=2`` two model calls overlap as well (each Predictor
 has its own session / infer request and ``threads`` intra-op threads). Results are
 shown in capture order: files process every frame in order; a live source shows the
 newest result and skips a result older than one already shown.
@@ -104,10 +105,11 @@ class _Workers:
                 t0 = time.perf_counter()
                 rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 convert_ms = (time.perf_counter() - t0) * 1e3
-                cls, times = predictor.timed_predict(rgb)
+                # post-processing (argmax over the logits) runs in the main thread, so it
+                # overlaps this worker's next model call instead of adding to it
+                y, meta, times = predictor.timed_infer(rgb)
                 times["pre_ms"] += convert_ms  # the colour conversion is pre-processing too
-                times["t_done"] = time.perf_counter()
-                self._put((frame, cls, times))
+                self._put((frame, (y, meta), times))
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self._put(exc)
             return
@@ -167,9 +169,14 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     ok = False
     t_start = time.perf_counter()
 
+    post = predictors[0].postprocess  # the same for every worker's Predictor (manifest-driven)
+
     def _render(it):
         nonlocal shown, t_first, t_last, fps_ema, last_index
-        fr, cls, tm = it
+        fr, (y, meta), tm = it
+        tp = time.perf_counter()
+        cls = post(y, meta)
+        tm["post_ms"] = (time.perf_counter() - tp) * 1e3
         t0 = time.perf_counter()
         pic = renderer.compose(fr.image, cls, {"fps": fps_ema, "model_ms": tm["model_ms"],
                                                "e2e_ms": (t0 - fr.t_capture) * 1e3,
