@@ -119,6 +119,8 @@ def test_accuracy_controlled_ptq_respects_bound(data):
     ({"prune": 0.3, "prune_mode": "blocks"}, ConfigError, "--prune-mode"),
     ({"ptq": True, "max_drop": 2.0}, ConfigError, "--max-drop"),
     ({"ptq": True, "target": "gpu"}, ConfigError, "target"),
+    ({"prune": 0.3, "prune_epochs": 0}, ConfigError, "--prune-epochs"),
+    ({"prune": 0.3, "prune_lr": -1.0}, ConfigError, "--prune-lr"),
     ({}, ConfigError, "nothing to do"),
 ])
 def test_bad_options(tmp_path, tiny_ckpt, tiny_camvid, kwargs, error, text):

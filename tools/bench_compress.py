@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=0, help="fine-tuning steps per phase (0 = --epochs)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--prune-epochs", type=float, default=None, help="pruned model's fine-tuning (default --epochs)")
+    ap.add_argument("--prune-lr", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--val-images", type=int, default=None)
     ap.add_argument("--calib-images", type=int, default=32)
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
         ap.error("SOURCE and --data are needed (or --from-report DIR)")
     report = compress(args.source, args.data, qat=True, ptq=args.ptq, max_drop=args.max_drop, prune=args.prune,
                       prune_mode="structured", epochs=args.epochs, steps=args.steps, lr=args.lr,
+                      prune_epochs=args.prune_epochs, prune_lr=args.prune_lr,
                       batch_size=args.batch_size, out=args.out, val_images=args.val_images,
                       calib_images=args.calib_images, runs=args.runs, threads=args.threads, force=args.force)
     cmd = "python tools/bench_compress.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

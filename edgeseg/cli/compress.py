@@ -23,6 +23,10 @@ def compress_cmd(
     epochs: Annotated[float, typer.Option(help="Fine-tuning epochs for QAT and after pruning.")] = 1.0,
     steps: Annotated[int, typer.Option(help="Fine-tuning steps (overrides --epochs when > 0).")] = 0,
     lr: Annotated[Optional[float], typer.Option(help="Fine-tuning learning rate (default 1e-5 QAT, 1e-4 pruning).")] = None,
+    prune_epochs: Annotated[Optional[float], typer.Option(
+        help="Fine-tuning epochs of the pruned model (default --epochs); pruning usually needs more.")] = None,
+    prune_lr: Annotated[Optional[float], typer.Option(
+        help="Learning rate for the pruned model's fine-tuning (default --lr, else 1e-4).")] = None,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 4,
     target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | jetson | edgetpu | any.")] = "cpu",
     ignore: Annotated[Optional[List[str]], typer.Option(
@@ -41,7 +45,8 @@ def compress_cmd(
     from edgeseg.compress import compress
 
     report = compress(source, data, qat=qat, ptq=ptq, max_drop=max_drop, prune=prune, prune_mode=prune_mode,
-                      epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, target=target, ignore=ignore or (),
+                      epochs=epochs, steps=steps, lr=lr, prune_epochs=prune_epochs, prune_lr=prune_lr,
+                      batch_size=batch_size, target=target, ignore=ignore or (),
                       sensitivity=sensitivity, out=out, val_images=val_images, calib_images=calib_images,
                       runs=runs, threads=threads, force=force, log=typer.echo)
     for name, row in report["variants"].items():

@@ -56,7 +56,8 @@ def _split_ignore(ignore) -> tuple[list[str], list[str]]:
 
 def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: float | None = None,
              prune: float | None = None, prune_mode: str = "structured", epochs: float = 1.0, steps: int = 0,
-             lr: float | None = None, batch_size: int = 4, target: str = "cpu", ignore=(),
+             lr: float | None = None, prune_epochs: float | None = None, prune_lr: float | None = None,
+             batch_size: int = 4, target: str = "cpu", ignore=(),
              sensitivity: bool = False, out="runs/compress", val_images: int | None = None,
              calib_images: int = 32, runs: int = 30, warmup: int = 5, threads: int = 1, force: bool = False,
              log=print) -> dict:
@@ -65,7 +66,9 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     Variants: ``fp32`` (reference), ``int8_ptq`` (``ptq``), ``int8_ptq_ac`` (``max_drop``:
     accuracy-controlled PTQ, OpenVINO IR), ``int8_qat`` (``qat``), ``pruned`` / ``sparse``
     (``prune`` structured / unstructured, fine-tuned), ``pruned_int8_qat`` (structured
-    ``prune`` and ``qat``)."""
+    ``prune`` and ``qat``). ``prune_epochs`` / ``prune_lr``: the pruned model's fine-tuning
+    (default ``epochs`` / ``lr``): removing channels costs far more accuracy than int8 does,
+    so it usually needs a longer run at a higher rate than QAT."""
     from edgeseg.build import resolve_input_size
     from edgeseg.compress import quant
     from edgeseg.compress._nncf import target_preset
@@ -90,8 +93,17 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     shapes = [d.val_subset[i][0].shape[-2:] for i in range(len(d.val_subset))]
     input_size = (max([train_size[0]] + [int(s[0]) for s in shapes]),
                   max([train_size[1]] + [int(s[1]) for s in shapes]))
+    if prune_epochs is not None and not prune_epochs > 0:
+        raise ConfigError(f"--prune-epochs must be > 0, got {prune_epochs}")
+    if prune_lr is not None and not prune_lr > 0:
+        raise ConfigError(f"--prune-lr must be > 0, got {prune_lr}")
     qat_lr = lr if lr is not None else 1e-5
-    ft_lr = lr if lr is not None else 1e-4
+    ft_lr = prune_lr if prune_lr is not None else lr if lr is not None else 1e-4
+    ft_epochs = prune_epochs if prune_epochs is not None else epochs
+    # fine-tune with the loss the model was trained with (e.g. OHEM for the zoo models)
+    ft_loss = str((ckpt.get("config") or {}).get("loss") or "ce")
+    if "wce" in ft_loss:  # class-weighted terms need the dataset's pixel counts: plain CE instead
+        ft_loss = "ce"
     x = torch.zeros(1, 3, *input_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +114,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
               "run": {"data": str(data), "val_images": len(d.val_subset), "input_size": list(input_size),
                       "finetune_crop": list(train_size),
                       "runs": runs, "warmup": warmup, "threads": threads, "epochs": epochs, "steps": steps,
+                      "prune_epochs": ft_epochs if prune is not None else None,
+                      "lr_qat": qat_lr, "loss": ft_loss, "lr_prune": ft_lr if prune is not None else None,
                       "calib_images": calib_images, "batch_size": batch_size,
                       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
                                  f"(shared), torch {torch.__version__}"},
@@ -155,7 +169,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
         if qat:
             log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
             q, rec = quant.qat(model, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                               batch_size=batch_size, calib_size=input_size, log=log, **kw)
+                               batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
             report["finetune"]["int8_qat"] = rec
             save_compressed(q, info, train_size, tmp / "int8_qat.pt",
                             quantization={"method": "qat", "target": target, "finetune": rec})
@@ -167,8 +181,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 log(f"structured pruning of {prune:.0%} channels...")
                 det = prune_structured(pm, x, prune)
                 recalibrate_bn(pm, bn_batches(d, train_size))
-                rec = finetune(pm, d, img_size=train_size, epochs=epochs, steps=steps, lr=ft_lr,
-                               batch_size=batch_size, log=log)
+                rec = finetune(pm, d, img_size=train_size, epochs=ft_epochs, steps=0 if prune_epochs else steps,
+                               lr=ft_lr, batch_size=batch_size, log=log, loss=ft_loss)
                 recalibrate_bn(pm, bn_batches(d, train_size))
                 report["finetune"]["pruned"] = rec
                 report["pruning"] = det
@@ -178,7 +192,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 if qat:
                     log("QAT of the pruned model...")
                     pq, rec = quant.qat(pm, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                                        batch_size=batch_size, calib_size=input_size, log=log, **kw)
+                                        batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
                     report["finetune"]["pruned_int8_qat"] = rec
                     save_compressed(pq, info, train_size, tmp / "pruned_int8_qat.pt", pruning=det,
                                     quantization={"method": "qat", "target": target, "finetune": rec})
@@ -188,8 +202,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             else:
                 log(f"unstructured pruning (nncf.prune) of {prune:.0%} weights...")
                 masked, det = prune_unstructured(pm, x, prune)
-                rec = finetune(masked, d, img_size=train_size, epochs=epochs, steps=steps, lr=ft_lr,
-                               batch_size=batch_size, log=log)
+                rec = finetune(masked, d, img_size=train_size, epochs=ft_epochs,
+                               steps=0 if prune_epochs else steps, lr=ft_lr, batch_size=batch_size, log=log, loss=ft_loss)
                 recalibrate_bn(masked, bn_batches(d, train_size))
                 plain, stats = strip_unstructured(masked, x)
                 det.update(stats)

@@ -39,13 +39,15 @@ def ptq(model, calib: list[torch.Tensor], *, target: str = "cpu", ignore_names=N
 
 
 def qat(model, data: Data, *, img_size, target: str = "cpu", epochs: float = 1.0, steps: int = 0,
-        lr: float = 1e-5, batch_size: int = 4, ignore_names=None, ignore_patterns=None, calib_size=None, log=None):
+        lr: float = 1e-5, batch_size: int = 4, ignore_names=None, ignore_patterns=None, calib_size=None, log=None,
+        loss: str = "ce"):
     """Quantization-aware training: PTQ initialisation, then fine-tuning of the quantized model.
     ``img_size`` is the fine-tuning crop, ``calib_size`` the (padded) calibration image size
     (default ``img_size``). Returns ``(quantized_model, fine_tune_record)``."""
     q = ptq(model, data.calibration(calib_size or img_size), target=target, ignore_names=ignore_names,
             ignore_patterns=ignore_patterns)
-    record = finetune(q, data, img_size=img_size, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, log=log)
+    record = finetune(q, data, img_size=img_size, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, log=log,
+                      loss=loss)
     return q.eval(), record
 
 
