@@ -33,6 +33,11 @@ def test_shipped_model_loads_and_matches_card(name):
     h, w = 360, 480
     mask = predict_image(model, info, np.zeros((h, w, 3), np.uint8))
     assert mask.shape == (h, w) and mask.max() < info.num_classes
+    if card.get("compression"):  # an int8 variant: NNCF quantizers rebuilt from the file, no data needed
+        from edgeseg.compress.quant import quantizer_count
+
+        assert quantizer_count(model) > 0 and card["compression"]["source"] in SHIPPED
+        return
     # The same weights through the registry's pretrained= path.
     again = create_model(card["model"]["name"], pretrained=card["dataset"]["name"])
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -85,6 +90,41 @@ def test_publish_run_into_a_zoo(tiny_camvid, tmp_path, capsys):
     (zoo_dir / "unet-tiny.pt").write_bytes((zoo_dir / "unet-tiny.pt").read_bytes() + b"x")
     with pytest.raises(CheckpointError, match="sha256"):
         zoo.load_zoo_checkpoint("unet-tiny", zoo_dir)
+
+
+def test_publish_compressed_variant(tiny_camvid, tmp_path):
+    pytest.importorskip("nncf")
+    from edgeseg.compress import compress
+    from edgeseg.compress.quant import quantizer_count
+    from edgeseg.data.info import CAMVID
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+    from edgeseg.zoo.publish import publish_compressed
+
+    torch.manual_seed(0)
+    src = tmp_path / "tiny.pt"
+    save_checkpoint(make_checkpoint(create_model("bisenetv1", 11, widths=(8, 16, 32, 64)), CAMVID, (64, 96)), src)
+    out = tmp_path / "c"
+    compress(src, tiny_camvid, qat=True, steps=1, batch_size=2, val_images=2, calib_images=2, runs=1, out=out,
+             log=lambda *_: None)
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    with pytest.raises(CheckpointError, match="not a compressed checkpoint"):
+        publish_compressed(src, "x", data=tiny_camvid, command="-", zoo_dir=zoo_dir)
+    card = publish_compressed(out / "int8_qat.pt", "tiny-int8", data=tiny_camvid, command="edgeseg compress ...",
+                              zoo_dir=zoo_dir)
+    c = card["compression"]
+    assert c["variant"] == "int8_qat" and c["quantization"]["method"] == "qat" and c["source"] == str(src)
+    assert c["val_miou_change"] == pytest.approx(card["metrics"]["val_miou"] - c["source_val_miou"])
+    shipped = torch.load(zoo_dir / "tiny-int8.pt", weights_only=False)
+    dtypes = {k.startswith("__nncf_hooks."): v.dtype for k, v in shipped["state_dict"].items() if v.is_floating_point()}
+    assert dtypes == {True: torch.float32, False: torch.float16}  # quantizer scales stay fp32
+    model, _, _ = load_model(zoo_dir / "tiny-int8.pt")
+    assert quantizer_count(model) > 0
+    assert evaluate(zoo_dir / "tiny-int8.pt", tiny_camvid)["miou"] == pytest.approx(card["metrics"]["val_miou"])
+    assert "compressed from" in (zoo_dir / "tiny-int8.md").read_text()
+    # a compressed variant is never the default model (it would force every build to int8)
+    with pytest.raises(ModelError, match="empty"):
+        zoo.default_model_name(zoo_dir)
 
 
 def test_zoo_cli(capsys):

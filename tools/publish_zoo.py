@@ -1,6 +1,8 @@
-"""Publish a training run into the zoo (maintainers): fp16 weights + generated card.
+"""Publish a training run (or a compressed variant) into the zoo (maintainers): fp16 weights +
+generated card, and docs/zoo.md regenerated.
 
     python tools/publish_zoo.py RUN_DIR NAME --data ../shared/data/camvid --command "edgeseg train ..."
+    python tools/publish_zoo.py OUT/int8_qat.pt NAME-int8 --data ../shared/data/camvid --command "edgeseg compress ..."
 """
 
 from __future__ import annotations
@@ -10,20 +12,24 @@ import sys
 from pathlib import Path
 
 from edgeseg.train.checkpoint import atomic_write_text
-from edgeseg.zoo.publish import publish, render_zoo_index
+from edgeseg.zoo.publish import publish, publish_compressed, render_zoo_index
 
 REPO = Path(__file__).resolve().parents[1]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run", type=Path, help="a training run folder (its best.pt), or a compressed .pt "
+                                                "written by `edgeseg compress`")
     parser.add_argument("name")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--command", required=True, help="the exact training command, recorded in the card")
+    parser.add_argument("--command", required=True, help="the exact training / compress command, recorded in the card")
     parser.add_argument("--hardware", default=None)
     args = parser.parse_args()
-    card = publish(args.run_dir, args.name, data=args.data, command=args.command, hardware=args.hardware,
-                   log_dir=REPO / "docs" / "zoo")
+    if args.run.is_file():
+        card = publish_compressed(args.run, args.name, data=args.data, command=args.command, hardware=args.hardware)
+    else:
+        card = publish(args.run, args.name, data=args.data, command=args.command, hardware=args.hardware,
+                       log_dir=REPO / "docs" / "zoo")
     atomic_write_text(REPO / "docs" / "zoo.md", render_zoo_index())
     print(f"{card['name']}: val mIoU {card['metrics']['val_miou']:.4f}, "
           f"{card['weights']['bytes'] / 2**20:.2f} MB -> edgeseg/zoo/{card['weights']['file']}")

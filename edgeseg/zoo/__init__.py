@@ -49,11 +49,12 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
 
 
 def default_model_name(zoo_dir: Path = ZOO_DIR) -> str:
-    """The zoo model used when a command gets no model: the best val mIoU."""
-    cards = _cards(zoo_dir)
+    """The zoo model used when a command gets no model: the best val mIoU among the float
+    models (a compressed variant is int8 already and would force every build to int8)."""
+    cards = [c for c in _cards(zoo_dir).values() if not c.get("compression")]
     if not cards:
         raise ModelError("the zoo is empty: give a checkpoint path")
-    return max(cards.values(), key=lambda c: c["metrics"]["val_miou"])["name"]
+    return max(cards, key=lambda c: c["metrics"]["val_miou"])["name"]
 
 
 def zoo_checkpoint_path(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
@@ -86,10 +87,17 @@ def pretrained_state(model_name: str, pretrained: str, zoo_dir: Path = ZOO_DIR) 
     return ckpt["state_dict"], ckpt
 
 
+#: NNCF quantizer / mask parameters (compressed variants) stay in fp32: a scale rounded to
+#: fp16 would move every int8 step of its tensor.
+_KEEP_FP32_PREFIX = "__nncf_hooks."
+
+
 def half_precision_checkpoint(ckpt: dict) -> dict:
-    """A copy for shipping: float weights in fp16, no training state."""
+    """A copy for shipping: float weights in fp16 (NNCF quantizer parameters stay fp32), no
+    training state."""
     slim = {k: v for k, v in ckpt.items() if k not in ("train_state",)}
-    slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    slim["state_dict"] = {k: v.half() if v.is_floating_point() and not k.startswith(_KEEP_FP32_PREFIX) else v
+                          for k, v in ckpt["state_dict"].items()}
     return slim
 
 

@@ -26,17 +26,14 @@ def _read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def publish(run_dir, name: str, *, data, command: str, hardware: str | None = None, zoo_dir: Path = ZOO_DIR,
-            log_dir: Path | None = None) -> dict:
-    """Write ``<name>.pt``, ``<name>.json`` and ``<name>.md`` into ``zoo_dir`` from ``run_dir/best.pt``."""
+def _ship(ckpt: dict, name: str, data, zoo_dir: Path) -> dict:
+    """Write ``<name>.pt`` (fp16 weights, deployed input size) and score it on val: the card's
+    common part. The scores are measured on the shipped file."""
+    from edgeseg.data import open_dataset
     from edgeseg.evaluate import evaluate
     from edgeseg.models import count_macs, count_params
     from edgeseg.train.checkpoint import model_from_checkpoint
 
-    from edgeseg.data import open_dataset
-
-    run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / "best.pt")
     model, info = model_from_checkpoint(ckpt)
     # Ship the size the model is deployed at (a val image rounded up to the stride), which
     # `edgeseg build` uses by default; the training crop stays in the card.
@@ -54,9 +51,7 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
     t0 = time.perf_counter()
     scores = evaluate(weights, data, "val")
     eval_seconds = time.perf_counter() - t0
-    log = _read_log(run_dir)
-    config = ckpt.get("config", {})
-    card = {
+    return {
         "name": name,
         "model": ckpt["model"],
         "dataset": info.to_dict(),
@@ -71,25 +66,77 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
                     "per_class_iou": scores["per_class_iou"]},
         "params": count_params(model),
         "macs": count_macs(model, tuple(eval_size)),
-        "training": {
-            "command": command,
-            "recipe": config,
-            "epochs_run": len(log),
-            "epochs_planned": config.get("epochs"),
-            "best_epoch": ckpt.get("metrics", {}).get("epoch"),
-            "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
-            "hardware": hardware or f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU",
-            "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        },
+    }
+
+
+def _write_card(card: dict, zoo_dir: Path) -> dict:
+    atomic_write_text(zoo_dir / f"{card['name']}.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(zoo_dir / f"{card['name']}.md", render_card(card))
+    return card
+
+
+def publish(run_dir, name: str, *, data, command: str, hardware: str | None = None, zoo_dir: Path = ZOO_DIR,
+            log_dir: Path | None = None) -> dict:
+    """Write ``<name>.pt``, ``<name>.json`` and ``<name>.md`` into ``zoo_dir`` from ``run_dir/best.pt``."""
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    card = _ship(ckpt, name, data, zoo_dir)
+    log = _read_log(run_dir)
+    config = ckpt.get("config", {})
+    card["training"] = {
+        "command": command,
+        "recipe": config,
+        "epochs_run": len(log),
+        "epochs_planned": config.get("epochs"),
+        "best_epoch": ckpt.get("metrics", {}).get("epoch"),
+        "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
+        "hardware": hardware or f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     if log_dir is not None and (run_dir / "metrics.jsonl").is_file():
         log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "metrics.jsonl", log_dir / f"{name}-train-log.jsonl")
         card["training"]["log"] = f"{log_dir.name}/{name}-train-log.jsonl"
-    atomic_write_text(zoo_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
-    atomic_write_text(zoo_dir / f"{name}.md", render_card(card))
-    return card
+    return _write_card(card, zoo_dir)
+
+
+def publish_compressed(ckpt_path, name: str, *, data, command: str, hardware: str | None = None,
+                       zoo_dir: Path = ZOO_DIR) -> dict:
+    """A compressed variant (``edgeseg compress`` output, e.g. ``OUT/int8_qat.pt``) into the
+    zoo. The card names the float model it came from (the report beside the checkpoint) and
+    the mIoU change against it; the variant's own score is measured on the shipped file."""
+    ckpt_path = Path(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    if not (ckpt.get("quantization") or ckpt.get("pruning")):
+        raise CheckpointError(f"'{ckpt_path}' is not a compressed checkpoint (no quantization or pruning): "
+                              f"publish its training run with publish() instead")
+    report_path = ckpt_path.parent / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    card = _ship(ckpt, name, data, zoo_dir)
+    quant = {k: v for k, v in (ckpt.get("quantization") or {}).items() if k not in ("nncf_config", "finetune")}
+    variant = ckpt_path.stem
+    source_miou = ((report.get("variants") or {}).get("fp32") or {}).get("miou")
+    finetune = (report.get("finetune") or {}).get(variant) or (ckpt.get("quantization") or {}).get("finetune")
+    card["compression"] = {
+        "variant": variant,
+        "source": report.get("source"),
+        "quantization": quant or None,
+        "pruning": {k: v for k, v in (ckpt.get("pruning") or {}).items() if k != "channels"} or None,
+        "finetune": finetune,
+        "source_val_miou": source_miou,
+        "val_miou_change": None if source_miou is None else card["metrics"]["val_miou"] - source_miou,
+    }
+    card["training"] = {
+        "command": command,
+        "epochs_run": round(float((report.get("run") or {}).get("epochs") or 0), 2),
+        "best_epoch": None,
+        "wall_time_s": float((report.get("run") or {}).get("seconds") or 0.0),
+        "hardware": hardware or f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    return _write_card(card, zoo_dir)
 
 
 def render_card(card: dict) -> str:
@@ -97,9 +144,26 @@ def render_card(card: dict) -> str:
     rows = "\n".join(f"| {cls} | {'-' if iou is None else f'{iou:.4f}'} |" for cls, iou in m["per_class_iou"].items())
     colours = ", ".join(f"{c} {tuple(rgb)}" for c, rgb in zip(card["dataset"]["classes"], card["dataset"]["colors"]))
     h, w = card["eval"]["input_size"]
+    c = card.get("compression")
+    if c:
+        q = c.get("quantization") or {}
+        what = " + ".join(x for x in ((f"{c['pruning'].get('ratio', 0):.0%} channels pruned" if c.get("pruning")
+                                       else ""), (f"int8 ({q.get('method')}, NNCF preset '{q.get('target')}')"
+                                                  if q else "")) if x)
+        change = "" if c.get("val_miou_change") is None else \
+            f" (fp32 source {c['source_val_miou']:.4f}: change {c['val_miou_change']:+.4f})"
+        about = (f"`{card['model']['name']}` compressed from `{c.get('source')}`: {what}; NNCF fake-quantized "
+                 f"PyTorch model, built as int8 by `edgeseg build` without calibration data.\n\n"
+                 f"Val mIoU below{change}.")
+        run_line = f"| compression run | {t['wall_time_s'] / 60:.1f} min (whole `edgeseg compress` run) on {t['hardware']} |"
+    else:
+        about = (f"`{card['model']['name']}` trained from scratch on {card['dataset']['name']} "
+                 f"({len(card['dataset']['classes'])} classes).")
+        run_line = (f"| epochs | {t['epochs_run']} (best at {t['best_epoch']}) |\n"
+                    f"| wall time | {t['wall_time_s'] / 60:.1f} min of training on {t['hardware']} |")
     return f"""# {card['name']}
 
-`{card['model']['name']}` trained from scratch on {card['dataset']['name']} ({len(card['dataset']['classes'])} classes).
+{about}
 
 | | |
 |---|---|
@@ -109,8 +173,7 @@ def render_card(card: dict) -> str:
 | MACs at {h}x{w} | {card['macs'] / 1e9:.2f} G |
 | eval input | {h}x{w}: {card['eval']['fit']} |
 | training crop | {card['train_input_size'][0]}x{card['train_input_size'][1]} |
-| epochs | {t['epochs_run']} (best at {t['best_epoch']}) |
-| wall time | {t['wall_time_s'] / 60:.1f} min of training on {t['hardware']} |
+{run_line}
 | weights | `{card['weights']['file']}`, fp16, {card['weights']['bytes'] / 2**20:.2f} MB, sha256 `{card['weights']['sha256'][:16]}…` |
 | mean / std | {card['dataset']['mean']} / {card['dataset']['std']} |
 
