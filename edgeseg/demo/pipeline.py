@@ -167,6 +167,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     screenshots: list[str] = []
     last_picture = None
     ok = False
+    keep_partial_recording = False
     t_start = time.perf_counter()
 
     post = predictors[0].postprocess  # the same for every worker's Predictor (manifest-driven)
@@ -273,12 +274,20 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     except KeyboardInterrupt:
         quit_reason = "interrupted"
         ok = True
+    except CaptureError:
+        # A live source that went away after frames were shown: the recording so far is a
+        # complete, playable file (the writer is closed properly), so it is kept and named;
+        # the run still ends with the error and a non-zero exit.
+        keep_partial_recording = source.live and shown > 0
+        raise
     finally:
         stop.set()
         capture.stop()
         if window is not None:
             window.close()
-        saved = recorder.close(ok=ok and shown > 0) if recorder is not None else None
+        saved = recorder.close(ok=(ok or keep_partial_recording) and shown > 0) if recorder is not None else None
+        if saved is not None and not ok:
+            log(f"kept the recording of the {shown} frames shown before the source failed: {saved}")
         capture.join(1.0)
         for t in workers.threads:
             t.join(2.0)
