@@ -15,6 +15,14 @@ from edgeseg.train.checkpoint import atomic_write_text
 from edgeseg.zoo.publish import publish, publish_compressed, render_zoo_index
 
 REPO = Path(__file__).resolve().parents[1]
+HAND_WRITTEN = "<!-- written by hand below: kept when the table above is regenerated -->"
+
+
+def write_index(path: Path) -> None:
+    """docs/zoo.md: the generated table, then whatever follows HAND_WRITTEN in the old file."""
+    old = path.read_text() if path.is_file() else ""
+    tail = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else HAND_WRITTEN + "\n"
+    atomic_write_text(path, render_zoo_index() + "\n" + tail)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,7 +38,7 @@ if __name__ == "__main__":
     else:
         card = publish(args.run, args.name, data=args.data, command=args.command, hardware=args.hardware,
                        log_dir=REPO / "docs" / "zoo")
-    atomic_write_text(REPO / "docs" / "zoo.md", render_zoo_index())
+    write_index(REPO / "docs" / "zoo.md")
     print(f"{card['name']}: val mIoU {card['metrics']['val_miou']:.4f}, "
           f"{card['weights']['bytes'] / 2**20:.2f} MB -> edgeseg/zoo/{card['weights']['file']}")
     sys.exit(0)

@@ -87,7 +87,10 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
         raise CheckpointError(f"'{source}' is already int8 (quantized by `edgeseg compress`): start from the "
                               f"fp32 checkpoint")
     train_size = resolve_input_size(model, ckpt)  # fine-tuning crop: the training size
-    d = Data(data, info, model.size_divisor, val_images=val_images, calib_images=calib_images)
+    # fine-tuning crops use the model's own training scale range when the checkpoint records it
+    train_scale = (ckpt.get("config") or {}).get("scale") or (0.5, 2.0)
+    d = Data(data, info, model.size_divisor, val_images=val_images, calib_images=calib_images,
+             train_scale=train_scale)
     # Static size for conversion, calibration and latency: the (padded) validation images,
     # at least the training size.
     shapes = [d.val_subset[i][0].shape[-2:] for i in range(len(d.val_subset))]

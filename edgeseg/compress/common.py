@@ -25,7 +25,7 @@ class Data:
     """The train and val splits of a dataset folder, checked against the model's classes."""
 
     def __init__(self, root, info, divisor: int, *, train_split: str = "train", val_split: str = "val",
-                 val_images: int | None = None, calib_images: int = 32):
+                 val_images: int | None = None, calib_images: int = 32, train_scale=(0.5, 2.0)):
         from edgeseg.data import available_splits, build_eval_transform, open_dataset
 
         splits = available_splits(root)
@@ -45,6 +45,7 @@ class Data:
         else:
             self.val_subset = self.val
         self.calib_images = int(calib_images)
+        self.train_scale = tuple(float(v) for v in train_scale)  #: random-scale range of fine-tuning crops
 
     def val_loader(self, batch_size: int = 4) -> DataLoader:
         from edgeseg.train.trainer import pad_collate
@@ -77,7 +78,7 @@ class Data:
 
         if self.train is None or len(self.train) == 0:
             raise DataError("fine-tuning needs a 'train' split in --data")
-        self.train.transform = build_train_transform(tuple(img_size), scale=(0.5, 2.0), hflip=True,
+        self.train.transform = build_train_transform(tuple(img_size), scale=self.train_scale, hflip=True,
                                                      ignore_index=self.info.ignore_index)
         drop_last = len(self.train) > batch_size
         return DataLoader(self.train, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=drop_last,
@@ -94,8 +95,12 @@ def evaluate(model, data: Data) -> dict:
 
 
 def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0, lr: float = 1e-4,
-             batch_size: int = 4, loss: str = "ce", seed: int = 0, log=None) -> dict:
-    """Fine-tune ``model`` in place (``epochs`` passes over train, or ``steps`` steps when > 0)."""
+             batch_size: int = 4, loss: str = "ce", seed: int = 0, freeze_bn: bool = False, log=None) -> dict:
+    """Fine-tune ``model`` in place (``epochs`` passes over train, or ``steps`` steps when > 0).
+
+    ``freeze_bn`` keeps batch-norm layers in eval mode (running statistics fixed): for QAT,
+    whose quantizer ranges were calibrated on those statistics; a short fine-tune on small
+    batches would otherwise pull them towards the crops' statistics."""
     from edgeseg.losses import build_loss
     from edgeseg.train.schedule import build_scheduler
     from edgeseg.train.trainer import TrainConfig, build_optimizer
@@ -109,6 +114,10 @@ def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0
     optimizer = build_optimizer(model, TrainConfig(model="-", data="-", optimizer="adamw", lr=lr))
     scheduler = build_scheduler(optimizer, "poly", total, 0)
     model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     step, loss_sum = 0, 0.0
     while step < total:
         for images, masks in loader:
@@ -127,7 +136,8 @@ def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0
             if step >= total:
                 break
     model.eval()
-    return {"steps": step, "lr": lr, "batch_size": batch_size, "loss": loss, "mean_loss": loss_sum / max(1, step)}
+    return {"steps": step, "lr": lr, "batch_size": batch_size, "loss": loss, "freeze_bn": bool(freeze_bn),
+            "scale": list(data.train_scale), "mean_loss": loss_sum / max(1, step)}
 
 
 @torch.no_grad()

@@ -46,8 +46,9 @@ def qat(model, data: Data, *, img_size, target: str = "cpu", epochs: float = 1.0
     (default ``img_size``). Returns ``(quantized_model, fine_tune_record)``."""
     q = ptq(model, data.calibration(calib_size or img_size), target=target, ignore_names=ignore_names,
             ignore_patterns=ignore_patterns)
+    # batch-norm statistics stay as calibrated: the quantizer ranges were set on them
     record = finetune(q, data, img_size=img_size, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, log=log,
-                      loss=loss)
+                      loss=loss, freeze_bn=True)
     return q.eval(), record
 
 
