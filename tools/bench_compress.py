@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--prune-epochs", type=float, default=None, help="pruned model's fine-tuning (default --epochs)")
     ap.add_argument("--prune-lr", type=float, default=None)
+    ap.add_argument("--command", default=None, help="with --from-report: the command that produced the report")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--val-images", type=int, default=None)
     ap.add_argument("--calib-images", type=int, default=32)
@@ -56,8 +57,9 @@ def main(argv=None) -> int:
         import json
 
         report = json.loads((Path(args.from_report) / "report.json").read_text())
-        return _render(report, report["run"].get("seconds", 0.0), f"(rendered from {args.from_report}/report.json)",
-                       args.from_report, args.docs)
+        cmd = (f"{args.command} (rendered from its report.json)" if args.command
+               else f"(rendered from {args.from_report}/report.json)")
+        return _render(report, report["run"].get("seconds", 0.0), cmd, args.from_report, args.docs)
     if not args.source or not args.data:
         ap.error("SOURCE and --data are needed (or --from-report DIR)")
     report = compress(args.source, args.data, qat=True, ptq=args.ptq, max_drop=args.max_drop, prune=args.prune,
