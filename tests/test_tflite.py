@@ -136,7 +136,8 @@ def test_rewrites_are_exact_on_bisenetv1():
     model = _random_bn_stats(create_model("bisenetv1", 3))
     gm = _exported(model)
     counts = rewrite.apply_rewrites(gm)
-    assert counts == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1}
+    assert counts == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1, "unpad_conv_transpose": 0,
+                      "explicit_pad_shared_input_conv": 0}
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
     aten = torch.ops.aten
     assert aten.expand_as.default not in targets and aten.expand.default not in targets
@@ -147,6 +148,26 @@ def test_rewrites_are_exact_on_bisenetv1():
     with torch.no_grad():
         scale = max(float(model(x).abs().max()) for x in xs)
     # the same math; only the conv over a 1x1 map instead of a constant 2x3 map rounds differently
+    assert rewrite.max_abs_diff(model, gm, xs) <= 1e-5 * scale
+
+
+def test_rewrites_are_exact_on_enet():
+    """ENet's padded stride-2 up-convolutions and its initial block (image -> stride-2 conv and
+    max-pool) are the patterns litert-torch failed on; rewritten, the fp32 output is the same."""
+    from edgeseg.export import rewrite
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    model = _random_bn_stats(create_model("enet", 3))
+    gm = _exported(model)
+    counts = rewrite.apply_rewrites(gm)
+    assert counts["unpad_conv_transpose"] >= 1 and counts["explicit_pad_shared_input_conv"] == 1
+    aten = torch.ops.aten
+    deconvs = [n for n in gm.graph.nodes if n.target == aten.conv_transpose2d.input]
+    assert deconvs and all(list(n.args[4]) == [0, 0] for n in deconvs)
+    xs = [torch.randn(1, 3, *SIZE) for _ in range(2)]
+    with torch.no_grad():
+        scale = max(float(model(x).abs().max()) for x in xs)
     assert rewrite.max_abs_diff(model, gm, xs) <= 1e-5 * scale
 
 
@@ -171,7 +192,8 @@ def test_rewrites_leave_unprovable_patterns_alone():
 
     model = _NotRewritable().eval()
     gm = _exported(model)
-    assert rewrite.apply_rewrites(gm) == {"sink_spatial_expand": 0, "zero_pad_nonneg_maxpool": 0}
+    assert rewrite.apply_rewrites(gm) == {"sink_spatial_expand": 0, "zero_pad_nonneg_maxpool": 0, "unpad_conv_transpose": 0,
+                      "explicit_pad_shared_input_conv": 0}
     x = torch.randn(1, 3, *SIZE)
     assert rewrite.max_abs_diff(model, gm, [x]) == 0.0
 
@@ -197,7 +219,8 @@ def test_bisenetv1_full_int8_runs_without_broadcast_to_or_padv2(tmp_path):
     calib = [np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)]
     d = tflite.export(model, CAMVID, input_size=SIZE, precision="int8", out_dir=tmp_path,
                       profile=load_target("coral"), calib=calib).details
-    assert d["export_rewrites"]["rewrites"] == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1}
+    assert d["export_rewrites"]["rewrites"] == {"sink_spatial_expand": 1, "zero_pad_nonneg_maxpool": 1, "unpad_conv_transpose": 0,
+                      "explicit_pad_shared_input_conv": 0}
     ops = [op["op"] for op in edgetpu.read_model(tmp_path / "model_int8.tflite")[0]]
     assert "BROADCAST_TO" not in ops and "PADV2" not in ops and "TRANSPOSE" not in ops
     assert "MAX_POOL_2D" in ops

@@ -127,14 +127,14 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     return result
 
 
-def resolve_source(model) -> str:
+def resolve_source(model, target: str | None = None) -> str:
     """``model`` or the zoo default; ConfigError saying --model is needed when the zoo is empty."""
     if model:
         return str(model)
     from edgeseg import zoo
 
     try:
-        return zoo.default_model_name()
+        return zoo.default_model_name(target=target)
     except ModelError:
         raise ConfigError("a target name was given but no --model, and the zoo is empty: pass --model "
                           "CHECKPOINT.pt (or a zoo name) to build the target from") from None
@@ -159,7 +159,7 @@ def bench(artifact_or_target, *, model=None, precision: str | None = None, data=
                           f"name: give a folder written by `edgeseg build` or one of {', '.join(list_targets())}")
     from edgeseg.build import build
 
-    source = resolve_source(model)
+    source = resolve_source(model, str(artifact_or_target))
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         out = build(source, str(artifact_or_target), precision=precision, out=Path(tmp) / "artifact", data=data,
                     split=split, threads=build_threads or kwargs.get("threads"), report=report, allow_drop=True)

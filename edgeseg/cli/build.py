@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 
-def _default_source() -> str:
+def _default_source(target: str) -> str:
     try:
         from edgeseg import zoo
     except ImportError:
         raise typer.BadParameter("give SOURCE: a checkpoint file (.pt) written by `edgeseg train` or a zoo name")
-    return zoo.default_model_name()
+    return zoo.default_model_name(target=target)
 
 
 def build_cmd(
@@ -38,7 +38,7 @@ def build_cmd(
     from edgeseg.build import build, summarize
 
     if source is None:
-        source = _default_source()
+        source = _default_source(target)
         typer.echo(f"source: zoo model '{source}' (default)")
     report: list[str] = []
     out_dir = build(source, target, precision=precision, out=out, data=data, split=split, calib=calib,

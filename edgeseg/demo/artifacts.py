@@ -44,7 +44,7 @@ def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, 
         from edgeseg import zoo
 
         try:
-            model = zoo.default_model_name()
+            model = zoo.default_model_name(target=target or default_target())
         except ModelError:
             raise ModelError("the model zoo is empty in this edgeseg: give --artifact DIR (from `edgeseg build`) "
                              "or --model CHECKPOINT.pt") from None

@@ -25,6 +25,21 @@ on the Edge TPU:
     which is >= 0. Rewritten to ``constant_pad_nd(x, p, 0)`` + ``max_pool2d(padding=0)``
     -> ``PAD`` + ``MAX_POOL_2D``, both on the Edge TPU. Inputs that cannot be shown
     non-negative are left alone (the Edge TPU check reports their PADV2).
+``unpad_conv_transpose``
+    ``conv_transpose2d(x, padding=p, output_padding=o)`` with ``p > 0``: litert-torch 0.10
+    cannot legalize it ("failed to legalize operation 'mhlo.convolution'", ENet's
+    stride-2 3x3 up-convolutions with ``padding=1``). A transposed convolution with padding
+    ``p`` is the unpadded one cropped by ``p`` at the top/left, so it is rewritten to
+    ``conv_transpose2d(padding=0, output_padding=0)`` (a VALID ``TRANSPOSE_CONV``) + two
+    slices (``STRIDED_SLICE``). Exact when ``o <= p`` (every output pixel lies inside the
+    unpadded result); other cases are left alone.
+``explicit_pad_shared_input_conv``
+    A padded ``conv2d`` with stride > 1 whose input also feeds a max-pool (ENet's initial
+    block: the image goes to a stride-2 conv and a max-pool, then both are concatenated). The converter adds a ``PAD``
+    in front of such a conv and gives it the conv's input scale while its input carries
+    the other branch's scale, which the int8 ``PAD`` cannot do ("'tfl.pad' op quantization
+    parameters violate the same scale constraint"). An explicit ``constant_pad_nd`` +
+    ``conv2d(padding=0)`` is quantized by PT2E itself (the pad shares its input's scale).
 """
 
 from __future__ import annotations
@@ -170,6 +185,80 @@ def zero_pad_nonneg_maxpool(gm) -> int:
     return done
 
 
+def unpad_conv_transpose(gm) -> int:
+    """``conv_transpose2d(padding=p, output_padding=o)``, ``0 <= o <= p``, ``p > 0`` ->
+    ``conv_transpose2d(padding=0)`` cropped to the same output; returns how many were rewritten."""
+    aten = _aten()
+    done = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != aten.conv_transpose2d.input:
+            continue
+        x, w = node.args[0], node.args[1]
+        bias = _arg(node, 2, "bias", None)
+        stride = _pair(_arg(node, 3, "stride", 1))
+        padding = _pair(_arg(node, 4, "padding", 0))
+        out_pad = _pair(_arg(node, 5, "output_padding", 0))
+        groups = _arg(node, 6, "groups", 1)
+        dilation = _pair(_arg(node, 7, "dilation", 1))
+        shape = _shape(node)
+        if padding == [0, 0] or shape is None or out_pad[0] > padding[0] or out_pad[1] > padding[1]:
+            continue
+        (ph, pw), (h, w_) = padding, shape[2:]
+        with gm.graph.inserting_before(node):
+            full = gm.graph.call_function(aten.conv_transpose2d.input,
+                                          (x, w, bias, stride, [0, 0], [0, 0], groups, dilation))
+            rows = gm.graph.call_function(aten.slice.Tensor, (full, 2, ph, ph + h))
+            crop = gm.graph.call_function(aten.slice.Tensor, (rows, 3, pw, pw + w_))
+        for new in (full, rows):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace",
+                                                                        "source_fn_stack")})
+        crop.meta.update(node.meta)
+        node.replace_all_uses_with(crop)
+        gm.graph.erase_node(node)
+        done += 1
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def explicit_pad_shared_input_conv(gm) -> int:
+    """Padded stride>1 ``conv2d`` of an input that a max-pool also reads -> ``constant_pad_nd`` +
+    ``conv2d(padding=0)``; returns how many convs were rewritten."""
+    aten = _aten()
+    done = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != aten.conv2d.default:
+            continue
+        x = node.args[0]
+        stride = _pair(_arg(node, 3, "stride", 1))
+        padding = _arg(node, 4, "padding", 0)
+        pools = (aten.max_pool2d.default, aten.max_pool2d_with_indices.default)
+        if isinstance(padding, str) or max(stride) < 2 or not any(
+                u is not node and u.op == "call_function" and u.target in pools for u in x.users):
+            continue
+        padding = _pair(padding)
+        if padding == [0, 0]:
+            continue
+        ph, pw = padding
+        args = list(node.args) + [None] * (7 - len(node.args))
+        weight, bias = args[1], _arg(node, 2, "bias", None)
+        dilation, groups = _pair(_arg(node, 5, "dilation", 1)), _arg(node, 6, "groups", 1)
+        with gm.graph.inserting_before(node):
+            pad = gm.graph.call_function(aten.constant_pad_nd.default, (x, [pw, pw, ph, ph], 0.0))
+            conv = gm.graph.call_function(aten.conv2d.default, (pad, weight, bias, stride, [0, 0], dilation, groups))
+        pad.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace",
+                                                                    "source_fn_stack")})
+        conv.meta.update(node.meta)
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+        done += 1
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
 @contextlib.contextmanager
 def nhwc_constant_pad():
     """Let litert-torch's NHWC layout pass keep ``constant_pad_nd`` in NHWC.
@@ -212,7 +301,9 @@ def nhwc_constant_pad():
                 registry.pop(t, None)
 
 
-REWRITES = {"sink_spatial_expand": sink_spatial_expand, "zero_pad_nonneg_maxpool": zero_pad_nonneg_maxpool}
+REWRITES = {"sink_spatial_expand": sink_spatial_expand, "zero_pad_nonneg_maxpool": zero_pad_nonneg_maxpool,
+            "unpad_conv_transpose": unpad_conv_transpose,
+            "explicit_pad_shared_input_conv": explicit_pad_shared_input_conv}
 
 
 def apply_rewrites(gm) -> dict:
@@ -235,4 +326,6 @@ def max_abs_diff(a, b, inputs) -> float:
     return worst
 
 
-__all__ = ["apply_rewrites", "sink_spatial_expand", "zero_pad_nonneg_maxpool", "max_abs_diff", "nhwc_constant_pad", "REWRITES"]
+__all__ = ["apply_rewrites", "sink_spatial_expand", "zero_pad_nonneg_maxpool", "unpad_conv_transpose",
+           "explicit_pad_shared_input_conv", "max_abs_diff",
+           "nhwc_constant_pad", "REWRITES"]

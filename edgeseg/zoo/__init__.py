@@ -48,10 +48,19 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
     return cards[name]
 
 
-def default_model_name(zoo_dir: Path = ZOO_DIR) -> str:
+def default_model_name(zoo_dir: Path = ZOO_DIR, target: str | None = None) -> str:
     """The zoo model used when a command gets no model: the best val mIoU among the float
-    models (a compressed variant is int8 already and would force every build to int8)."""
-    cards = [c for c in _cards(zoo_dir).values() if not c.get("compression")]
+    models (a compressed variant is int8 already and would force every build to int8).
+    A target profile may name its own (``extra.default_model``, e.g. coral: a model whose
+    ops map to the Edge TPU); it is used when that model is in the zoo."""
+    all_cards = _cards(zoo_dir)
+    if target is not None:
+        from edgeseg.targets import load_target
+
+        preferred = (load_target(target).extra or {}).get("default_model")
+        if preferred and preferred in all_cards:
+            return preferred
+    cards = [c for c in all_cards.values() if not c.get("compression")]
     if not cards:
         raise ModelError("the zoo is empty: give a checkpoint path")
     return max(cards, key=lambda c: c["metrics"]["val_miou"])["name"]
