@@ -86,13 +86,17 @@ def load_zoo_checkpoint(name: str, zoo_dir: Path = ZOO_DIR, map_location="cpu") 
 
 
 def pretrained_state(model_name: str, pretrained: str, zoo_dir: Path = ZOO_DIR) -> tuple[dict, dict]:
-    """``(state_dict, checkpoint)`` for ``create_model(model_name, pretrained=DATASET)``."""
-    name = f"{model_name}-{pretrained}"
-    if not is_zoo_name(name, zoo_dir):
-        have = [n for n in list_zoo(zoo_dir) if n.startswith(f"{model_name}-")]
+    """``(state_dict, checkpoint)`` for ``create_model(model_name, pretrained=DATASET)``: the
+    float zoo model of that architecture trained on that dataset (by its card, whatever its
+    zoo name, e.g. ``deeplabv3plus-camvid`` for ``deeplabv3plus_mobilenetv2``)."""
+    cards = _cards(zoo_dir)
+    match = [c["name"] for c in cards.values() if c["model"]["name"] == model_name
+             and c["dataset"]["name"] == pretrained and not c.get("compression") and not c["model"].get("kwargs")]
+    if not match:
+        have = sorted({c["dataset"]["name"] for c in cards.values() if c["model"]["name"] == model_name})
         raise ModelError(f"no '{pretrained}' weights for '{model_name}' in the zoo: available "
-                         f"{', '.join(have) or 'none for this model'}; all zoo models: {', '.join(list_zoo(zoo_dir))}")
-    ckpt = load_zoo_checkpoint(name, zoo_dir)
+                         f"{', '.join(have) or 'none for this model'}; all zoo models: {', '.join(cards)}")
+    ckpt = load_zoo_checkpoint(match[0], zoo_dir)
     return ckpt["state_dict"], ckpt
 
 
