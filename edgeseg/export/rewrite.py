@@ -150,6 +150,26 @@ def sink_spatial_expand(gm) -> int:
     return done
 
 
+_TRACE_META = ("nn_module_stack", "stack_trace", "source_fn_stack")
+
+
+def _swap(gm, node, helpers, result) -> None:
+    """Replace ``node`` by ``result`` (which takes its metadata); ``helpers``, the other new
+    nodes, get its source location so converter messages still name the layer."""
+    for new in helpers:
+        new.meta.update({k: v for k, v in node.meta.items() if k in _TRACE_META})
+    result.meta.update(node.meta)
+    node.replace_all_uses_with(result)
+    gm.graph.erase_node(node)
+
+
+def _recompiled(gm, done: int) -> int:
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
 def zero_pad_nonneg_maxpool(gm) -> int:
     """``max_pool2d(x, padding=p)`` of a non-negative ``x`` -> ``constant_pad_nd(x, p, 0)`` +
     ``max_pool2d(padding=0)``; returns how many pools were rewritten."""
@@ -173,16 +193,9 @@ def zero_pad_nonneg_maxpool(gm) -> int:
         with gm.graph.inserting_before(node):
             pad = gm.graph.call_function(aten.constant_pad_nd.default, (x, [pw, pw, ph, ph], 0.0))
             pool = gm.graph.call_function(aten.max_pool2d.default, (pad, kernel, stride, [0, 0], [1, 1], False))
-        pad.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace",
-                                                                    "source_fn_stack")})
-        pool.meta.update(node.meta)
-        node.replace_all_uses_with(pool)
-        gm.graph.erase_node(node)
+        _swap(gm, node, [pad], pool)
         done += 1
-    if done:
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return _recompiled(gm, done)
 
 
 def unpad_conv_transpose(gm) -> int:
@@ -209,17 +222,9 @@ def unpad_conv_transpose(gm) -> int:
                                           (x, w, bias, stride, [0, 0], [0, 0], groups, dilation))
             rows = gm.graph.call_function(aten.slice.Tensor, (full, 2, ph, ph + h))
             crop = gm.graph.call_function(aten.slice.Tensor, (rows, 3, pw, pw + w_))
-        for new in (full, rows):
-            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace",
-                                                                        "source_fn_stack")})
-        crop.meta.update(node.meta)
-        node.replace_all_uses_with(crop)
-        gm.graph.erase_node(node)
+        _swap(gm, node, [full, rows], crop)
         done += 1
-    if done:
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return _recompiled(gm, done)
 
 
 def explicit_pad_shared_input_conv(gm) -> int:
@@ -241,22 +246,14 @@ def explicit_pad_shared_input_conv(gm) -> int:
         if padding == [0, 0]:
             continue
         ph, pw = padding
-        args = list(node.args) + [None] * (7 - len(node.args))
-        weight, bias = args[1], _arg(node, 2, "bias", None)
+        weight, bias = node.args[1], _arg(node, 2, "bias", None)
         dilation, groups = _pair(_arg(node, 5, "dilation", 1)), _arg(node, 6, "groups", 1)
         with gm.graph.inserting_before(node):
             pad = gm.graph.call_function(aten.constant_pad_nd.default, (x, [pw, pw, ph, ph], 0.0))
             conv = gm.graph.call_function(aten.conv2d.default, (pad, weight, bias, stride, [0, 0], dilation, groups))
-        pad.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace",
-                                                                    "source_fn_stack")})
-        conv.meta.update(node.meta)
-        node.replace_all_uses_with(conv)
-        gm.graph.erase_node(node)
+        _swap(gm, node, [pad], conv)
         done += 1
-    if done:
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return _recompiled(gm, done)
 
 
 @contextlib.contextmanager
