@@ -295,7 +295,7 @@ def test_no_model_and_empty_zoo_says_what_to_give(work, tmp_path, monkeypatch, c
     import edgeseg.zoo as zoo
     from edgeseg.errors import ModelError
 
-    def empty():
+    def empty(*args, **kwargs):
         raise ModelError("the zoo is empty: give a checkpoint path")
 
     monkeypatch.setattr(zoo, "default_model_name", empty)
