@@ -63,8 +63,11 @@ def set_export_mode(model, mode: str) -> int:
     """How NNCF quantizers trace when the model is exported: ``"qdq"`` gives ONNX
     QuantizeLinear/DequantizeLinear pairs (ONNX Runtime, TensorRT explicit quantization),
     ``"fake_quantize"`` gives FakeQuantize ops (what ``ov.convert_model`` turns into OpenVINO
-    FakeQuantize). Returns the number of quantizers set."""
-    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+    FakeQuantize). Returns the number of quantizers set (0 for a plain model, or without NNCF)."""
+    try:
+        from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+    except ImportError:  # pragma: no cover - a plain model has no quantizers to switch
+        return 0
 
     value = {"qdq": QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS,
              "fake_quantize": QuantizerExportMode.FAKE_QUANTIZE}[mode]

@@ -45,26 +45,12 @@ def latency_openvino(ov_model, input_size, *, runs: int, warmup: int, threads: i
     return _median_ms(lambda: req.infer({0: x}), runs, warmup)
 
 
-def _set_quantizer_export(model, qdq: bool) -> int:
-    """Switch NNCF quantizers between OpenVINO FakeQuantize (default) and ONNX
-    QuantizeLinear/DequantizeLinear pairs (what ONNX Runtime runs)."""
-    try:
-        from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
-    except ImportError:  # pragma: no cover
-        return 0
-    mode = QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS if qdq else QuantizerExportMode.FAKE_QUANTIZE
-    n = 0
-    for m in model.modules():
-        if isinstance(m, BaseQuantizer):
-            m.set_export_mode(mode)
-            n += 1
-    return n
-
-
 def export_onnx(model, input_size, path: Path) -> Path:
     """ONNX (opset 17) of a plain or NNCF-quantized torch model (quantizers as QDQ pairs)."""
     x = torch.zeros(1, 3, *input_size)
-    quantized = _set_quantizer_export(model, True)
+    from edgeseg.compress.quant import set_export_mode
+
+    quantized = set_export_mode(model, "qdq")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -72,7 +58,7 @@ def export_onnx(model, input_size, path: Path) -> Path:
                               input_names=["input"], output_names=["logits"], do_constant_folding=True)
     finally:
         if quantized:
-            _set_quantizer_export(model, False)
+            set_export_mode(model, "fake_quantize")
     return path
 
 
