@@ -363,8 +363,14 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                               f"source checkpoint for {precision}")
         precision = "int8"
     exporter = get_exporter(profile)
-    uses_qat = bool(qat) and getattr(exporter, "USES_QAT", False)
+    backend = (qat or {}).get("backend", "nncf")
+    uses_qat = bool(qat) and getattr(exporter, "USES_QAT", False) and getattr(exporter, "QAT_BACKEND",
+                                                                             "nncf") == backend
     export_model = model
+    if qat and not uses_qat and backend == "pt2e":
+        raise ConfigError(f"'{source}' was quantized for TFLite / the Edge TPU (edgeseg compress --target edgetpu): "
+                          f"build it with --target coral, or compress the fp32 checkpoint for '{profile.name}' "
+                          f"(--target cpu, npu or jetson)")
     if qat and not uses_qat:
         from edgeseg.compress.io import float_model
 
@@ -458,8 +464,8 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         with export_step(f"parity run ({profile.runtime})"):
             parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
                                   image_source=image_source, threads=threads,
-                                  reference="pytorch, the checkpoint's NNCF fake-quantized int8 model" if qat
-                                  else "pytorch fp32")
+                                  reference=f"pytorch, the checkpoint's {'PT2E' if backend == 'pt2e' else 'NNCF'} "
+                                            f"fake-quantized int8 model" if qat else "pytorch fp32")
         from edgeseg.train.checkpoint import atomic_write_text
 
         atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")

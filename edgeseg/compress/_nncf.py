@@ -62,9 +62,12 @@ TARGETS: dict[str, TargetPreset] = {
                         "activations"),
     "npu": TargetPreset("npu", "NPU", "PERFORMANCE",
                         "Intel NPU: per-channel symmetric weights, per-tensor symmetric activations"),
-    "edgetpu": TargetPreset("edgetpu", "ANY", "MIXED",
-                            "Edge TPU (TFLite int8 scheme): per-channel symmetric weights (zero point 0), "
-                            "per-tensor asymmetric activations; hardware-agnostic quantizer placement"),
+    # not NNCF: quantized with litert-torch's PT2E quantizer (edgeseg/compress/pt2e.py) so
+    # that the TFLite build converts the trained quantizers themselves
+    "edgetpu": TargetPreset("edgetpu", "ANY", "PERFORMANCE",
+                            "Edge TPU / TFLite (PT2E with litert-torch's quantizer, not NNCF): per-channel "
+                            "symmetric int8 weights, per-tensor symmetric int8 activations; build with "
+                            "--target coral"),
     "jetson": TargetPreset("jetson", "ANY", "PERFORMANCE",
                            "TensorRT explicit quantization (Jetson): per-channel symmetric weights, per-tensor "
                            "symmetric activations (zero point 0, which TensorRT requires)"),
@@ -72,8 +75,13 @@ TARGETS: dict[str, TargetPreset] = {
 }
 
 
+#: Names of build targets accepted for the matching preset.
+ALIASES = {"coral": "edgetpu", "openvino-cpu": "cpu", "onnxruntime-cpu": "cpu", "openvino-npu": "npu"}
+
+
 def target_preset(name: str) -> TargetPreset:
     key = str(name).lower()
+    key = ALIASES.get(key, key)
     if key not in TARGETS:
         raise ConfigError(f"unknown compression target '{name}': use one of {', '.join(TARGETS)}")
     return TARGETS[key]

@@ -17,7 +17,7 @@ import torch
 from edgeseg.errors import CheckpointError, ConfigError
 
 
-def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads):
+def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity):
     from edgeseg.compress._nncf import target_preset
     from edgeseg.compress.prune import check_mode, check_ratio
 
@@ -34,7 +34,13 @@ def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, ru
         raise ConfigError(f"--steps must be 0 or more, got {steps}")
     if runs < 1 or threads < 1:
         raise ConfigError("--runs and --threads must be at least 1")
-    target_preset(target)
+    if target_preset(target).name == "edgetpu":
+        if max_drop is not None:
+            raise ConfigError("--max-drop (accuracy-controlled PTQ) works on OpenVINO models, not with --target "
+                              "edgetpu (TFLite): use --qat or --ptq")
+        if ignore or sensitivity:
+            raise ConfigError("--ignore and --sensitivity work with NNCF's quantizer, not with --target edgetpu "
+                              "(litert-torch's PT2E quantizer, full-integer int8 for the Edge TPU): leave them out")
 
 
 def _split_ignore(ignore) -> tuple[list[str], list[str]]:
@@ -78,7 +84,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     from edgeseg.compress.report import goals, measure, write_report
     from edgeseg.models.profile import count_macs, count_params
 
-    _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads)
+    _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ConfigError(f"output folder '{out}' exists and is not empty: choose another --out or pass --force")
@@ -108,6 +114,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     if "wce" in ft_loss:  # class-weighted terms need the dataset's pixel counts: plain CE instead
         ft_loss = "ce"
     x = torch.zeros(1, 3, *input_size)
+    use_pt2e = target_preset(target).name == "edgetpu"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -149,11 +156,30 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                         f"in fp32 recovered the most mIoU") if picked else
                        "sensitivity search: PTQ was within the bound or no group helped"})
         kw = dict(target=target, ignore_names=names, ignore_patterns=patterns)
+        if use_pt2e:  # TFLite / Edge TPU: litert-torch's quantizer, so that the build converts these quantizers
+            from edgeseg.compress import pt2e
+
+            head = pt2e.head_for_target("coral")
+            qkw = dict(calib_size=input_size, head=head)
+            report["quantizer"] = {"backend": "pt2e", "head": head, "note": target_preset(target).note}
+
+            def quantize_aware(m):
+                return pt2e.qat(m, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
+                                batch_size=batch_size, log=log, loss=ft_loss, **qkw)
+        else:
+            def quantize_aware(m):
+                return quant.qat(m, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
+                                 batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
+        backend = {"backend": "pt2e"} if use_pt2e else {}
         if ptq:
-            log("post-training quantization (nncf.quantize)...")
-            q = quant.ptq(model, d.calibration(input_size), **kw)
-            save_compressed(q, info, train_size, tmp / "int8_ptq.pt",
-                            quantization={"method": "ptq", "target": target})
+            if use_pt2e:
+                log("post-training quantization (PT2E, litert-torch quantizer)...")
+                q = pt2e.ptq(model, d.calibration(input_size), input_size=input_size, head=head)
+            else:
+                log("post-training quantization (nncf.quantize)...")
+                q = quant.ptq(model, d.calibration(input_size), **kw)
+            save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_ptq.pt",
+                            quantization={"method": "ptq", "target": target, **backend})
             report["files"]["int8_ptq"] = "int8_ptq.pt"
             V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if max_drop is not None:
@@ -171,11 +197,10 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                                        **common)
         if qat:
             log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
-            q, rec = quant.qat(model, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                               batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
+            q, rec = quantize_aware(model)
             report["finetune"]["int8_qat"] = rec
-            save_compressed(q, info, train_size, tmp / "int8_qat.pt",
-                            quantization={"method": "qat", "target": target, "finetune": rec})
+            save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_qat.pt",
+                            quantization={"method": "qat", "target": target, "finetune": rec, **backend})
             report["files"]["int8_qat"] = "int8_qat.pt"
             V["int8_qat"] = measure("int8_qat", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if prune is not None:
@@ -194,11 +219,11 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 V["pruned"] = measure("pruned", torch_model=pm, reference=ref, **common)
                 if qat:
                     log("QAT of the pruned model...")
-                    pq, rec = quant.qat(pm, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                                        batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
+                    pq, rec = quantize_aware(pm)
                     report["finetune"]["pruned_int8_qat"] = rec
-                    save_compressed(pq, info, train_size, tmp / "pruned_int8_qat.pt", pruning=det,
-                                    quantization={"method": "qat", "target": target, "finetune": rec})
+                    save_compressed(pq, info, input_size if use_pt2e else train_size, tmp / "pruned_int8_qat.pt",
+                                    pruning=det, quantization={"method": "qat", "target": target, "finetune": rec,
+                                                               **backend})
                     report["files"]["pruned_int8_qat"] = "pruned_int8_qat.pt"
                     V["pruned_int8_qat"] = measure("pruned_int8_qat", torch_model=pq, reference=ref,
                                                    params=V["pruned"]["params"], macs=V["pruned"]["macs"], **common)

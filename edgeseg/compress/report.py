@@ -76,6 +76,38 @@ def latency_onnxruntime(onnx_path, input_size, *, runs: int, warmup: int, thread
     return _median_ms(lambda: sess.run(None, {name: x}), runs, warmup)
 
 
+def latency_litert(path, *, runs: int, warmup: int, threads: int) -> dict:
+    """Median latency of a TFLite file on LiteRT's CPU interpreter (XNNPACK), batch 1."""
+    from edgeseg.export.tflite import interpreter_class
+
+    it = interpreter_class()(model_path=str(path), num_threads=int(threads))
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).integers(-128, 127, inp["shape"]).astype(inp["dtype"])
+    it.set_tensor(inp["index"], x)
+    return _median_ms(it.invoke, runs, warmup)
+
+
+def _measure_tflite(row: dict, name: str, qmodel, data, input_size, workdir: Path, runs, warmup, threads):
+    """A PT2E (TFLite) variant: the int8 .tflite the coral build makes from it, its size,
+    LiteRT CPU latency and mIoU (the deployed file's, beside the fake-quantized torch model's)."""
+    from edgeseg.compress.pt2e import tflite_summary, to_tflite
+    from edgeseg.compress.quant import _padded_items
+
+    path = workdir / f"{name}.tflite"
+    try:
+        to_tflite(qmodel, path)
+        row["tflite_mb"] = _size_mb([path])
+        row["latency_litert_cpu"] = latency_litert(path, runs=runs, warmup=warmup, threads=threads)
+        s = tflite_summary(path, _padded_items(data, input_size), data.info.num_classes, data.info.ignore_index,
+                           data.info.classes, threads=threads)
+        row["miou_tflite"] = s["miou"]
+    except Exception as exc:
+        row["latency_litert_cpu"] = {"error": _err(exc)}
+    why = {"error": "not measured: a TFLite (PT2E, --target edgetpu) model; see latency_litert_cpu"}
+    row["latency_openvino_cpu"], row["latency_onnxruntime_cpu"] = why, dict(why)
+
+
 def _size_mb(paths) -> float:
     return round(sum(Path(p).stat().st_size for p in paths) / 1e6, 3)
 
@@ -109,7 +141,10 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
         summary = summary or evaluate(torch_model, data)
     else:
         row["params"], row["macs"] = params, macs
-    if ov_model is None and torch_model is not None:
+    from edgeseg.compress.pt2e import PT2EModel
+
+    pt2e = isinstance(torch_model, PT2EModel)
+    if ov_model is None and torch_model is not None and not pt2e:
         try:
             ov_model = to_openvino(torch_model, input_size)
         except Exception as exc:
@@ -124,6 +159,9 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
         row["per_class_change"] = {c: (None if v is None or ref.get(c) is None else v - ref[c])
                                    for c, v in row["per_class_iou"].items()}
     # sizes and latency
+    if pt2e:
+        _measure_tflite(row, name, torch_model, data, input_size, workdir, runs, warmup, threads)
+        torch_model = None
     if ov_model is not None:
         import openvino as ov
 
@@ -144,7 +182,7 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
                                                                  threads=threads)
         except Exception as exc:
             row["latency_onnxruntime_cpu"] = {"error": _err(exc)}
-    else:
+    elif not pt2e:
         row["latency_onnxruntime_cpu"] = {"error": "not measured: an OpenVINO-only model (accuracy-controlled PTQ)"}
     if extra:
         row.update(extra)
@@ -166,16 +204,20 @@ def to_markdown(report: dict) -> str:
     lines.append(f"Data `{run['data']}` ({run['val_images']} val images), input {run['input_size'][0]}x"
                  f"{run['input_size'][1]}, latency: median of {run['runs']} runs, {run['threads']} thread(s), "
                  f"batch 1, {run['machine']}.")
+    litert = any("latency_litert_cpu" in r for r in report["variants"].values())
     lines += ["", "| variant | params | MACs (G) | val mIoU | change | OV IR (MB) | ONNX (MB) | "
-                  "openvino-cpu (ms) | onnxruntime-cpu (ms) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "openvino-cpu (ms) | onnxruntime-cpu (ms) |"
+              + (" TFLite (MB) | TFLite val mIoU | LiteRT cpu (ms) |" if litert else ""),
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if litert else "")]
     for row in report["variants"].values():
         macs = row.get("macs")
         lines.append(f"| {row['variant']} | {row.get('params') or '-'} | "
                      f"{'-' if macs is None else f'{macs / 1e9:.3f}'} | {_fmt(row.get('miou'))} | "
                      f"{_fmt(row.get('miou_change'), '+.4f')} | {_fmt(row.get('openvino_ir_mb'), '.2f')} | "
                      f"{_fmt(row.get('onnx_mb'), '.2f')} | {_lat(row, 'latency_openvino_cpu')} | "
-                     f"{_lat(row, 'latency_onnxruntime_cpu')} |")
+                     f"{_lat(row, 'latency_onnxruntime_cpu')} |"
+                     + (f" {_fmt(row.get('tflite_mb'), '.2f')} | {_fmt(row.get('miou_tflite'))} | "
+                        f"{_lat(row, 'latency_litert_cpu')} |" if litert else ""))
     classes = list(report["variants"].get("fp32", {}).get("per_class_iou", {}))
     others = [r for k, r in report["variants"].items() if k != "fp32" and r.get("per_class_change")]
     if classes and others:
@@ -189,7 +231,7 @@ def to_markdown(report: dict) -> str:
         for k in report["kept_in_fp32"]:
             lines.append(f"- {k['variant']}: {', '.join(k['layers']) or 'nothing'} -- {k['why']}")
     for row in report["variants"].values():
-        for key in ("latency_openvino_cpu", "latency_onnxruntime_cpu"):
+        for key in ("latency_openvino_cpu", "latency_onnxruntime_cpu", "latency_litert_cpu"):
             err = (row.get(key) or {}).get("error")
             if err:
                 lines.append(f"- {row['variant']} {key}: {err}")
@@ -221,6 +263,10 @@ def goals(variants: dict) -> list[dict]:
         d = (fp["miou"] or 0) - (qat["miou"] or 0)
         out.append({"goal": "QAT int8 val mIoU within 0.010 of fp32", "measured": f"drop {d:+.4f}",
                     "met": d <= 0.010})
+        if qat.get("miou_tflite") is not None:  # the deployed .tflite, not only the fake-quantized model
+            d = (fp["miou"] or 0) - qat["miou_tflite"]
+            out.append({"goal": "QAT int8 TFLite (LiteRT) val mIoU within 0.010 of fp32", "measured": f"drop {d:+.4f}",
+                        "met": d <= 0.010})
     pq = next((v for k, v in variants.items() if k.startswith("pruned") and k.endswith("int8_qat")), None)
     if pq is not None and qat is not None:
         d = (fp["miou"] or 0) - (pq["miou"] or 0)

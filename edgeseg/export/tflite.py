@@ -154,6 +154,12 @@ def apply_export_rewrites(module, gm, inputs, details: dict | None = None):
 
 # --- quantization + conversion ------------------------------------------------------------
 
+def torch_zeros_nhwc(h: int, w: int):
+    import torch
+
+    return torch.zeros(1, h, w, 3)
+
+
 def nchw_to_nhwc(a: np.ndarray):
     import torch
 
@@ -252,29 +258,71 @@ def io_details(path: Path) -> tuple[dict, dict]:
     return entry(inp), entry(out)
 
 
+def _quantized_graph(qmodel, qat: dict, *, low_res_output: bool, fused_argmax: bool, input_size):
+    """The int8 graph of a checkpoint quantized by ``edgeseg compress --target edgetpu``
+    (:class:`edgeseg.compress.pt2e.PT2EModel`) and its output facts; no calibration."""
+    from edgeseg.compress import pt2e
+
+    if not isinstance(qmodel, pt2e.PT2EModel):
+        raise BuildError("a PT2E-quantized checkpoint did not load as a PT2E graph: re-run `edgeseg compress "
+                         "--target edgetpu`")
+    trained = bool(qmodel.head.get("low_res_output", False))
+    if trained != low_res_output:
+        raise ConfigError(f"this checkpoint was quantized with low_res_output={str(trained).lower()} and the build "
+                          f"asks for {str(low_res_output).lower()}: the head is part of the trained int8 graph; "
+                          f"build with low_res_output: {str(trained).lower()} or re-run `edgeseg compress`")
+    if tuple(input_size) != qmodel.input_size:
+        qmodel.check_input_size(*input_size)
+    gm = qmodel.converted()
+    h, w = qmodel.input_size
+    import torch
+
+    with torch.no_grad():
+        out_size = tuple(int(v) for v in gm(torch.zeros(1, h, w, 3)).shape[1:3])
+    quantizer = pt2e.make_quantizer(qmodel.per_channel)
+    module = argmax_head(gm) if fused_argmax else gm
+    return module, quantizer, out_size
+
+
+#: build() passes the checkpoint's quantization entry (``qat=``) for PT2E checkpoints
+#: (``edgeseg compress --target edgetpu``): their quantizers are converted, no calibration.
+USES_QAT = True
+QAT_BACKEND = "pt2e"
+
+
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           low_res_output: bool | None = None, fused_argmax: bool | None = None) -> ExportResult:
+           low_res_output: bool | None = None, fused_argmax: bool | None = None,
+           qat: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     if precision != "int8":
         raise BuildError(f"the tflite exporter builds full-integer int8 only, not '{precision}' "
                          f"(target '{profile.name}')")
-    require_calib(precision, calib)
+    if not qat:
+        require_calib(precision, calib)
     extra = profile.extra or {}
     low_res_output = bool(extra.get("low_res_output", False) if low_res_output is None else low_res_output)
     fused_argmax = bool(extra.get("fused_argmax", False) if fused_argmax is None else fused_argmax)
     h, w = (int(v) for v in input_size)
     path = out_dir / "model_int8.tflite"
-
-    with export_step("TFLite head options + NHWC wrapper"):
-        module, out_size, kind = prepare_module(model, (h, w), low_res_output=low_res_output,
-                                                fused_argmax=fused_argmax)
-    calib_nhwc = [nchw_to_nhwc(a) for a in calib]
     rewrite_info: dict = {}
-    with export_step(f"export rewrites + PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
-        gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)),
-                                      rewrites=bool(extra.get("rewrites", True)), rewrite_details=rewrite_info)
+    kind = "classes" if fused_argmax else "logits"
+
+    if qat:
+        with export_step("PT2E int8 graph of the quantized checkpoint (convert_pt2e)"):
+            gm, quantizer, out_size = _quantized_graph(model, qat, low_res_output=low_res_output,
+                                                       fused_argmax=fused_argmax, input_size=(h, w))
+        example, n_calib = torch_zeros_nhwc(h, w), 0
+    else:
+        with export_step("TFLite head options + NHWC wrapper"):
+            module, out_size, kind = prepare_module(model, (h, w), low_res_output=low_res_output,
+                                                    fused_argmax=fused_argmax)
+        calib_nhwc = [nchw_to_nhwc(a) for a in calib]
+        with export_step(f"export rewrites + PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
+            gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)),
+                                          rewrites=bool(extra.get("rewrites", True)), rewrite_details=rewrite_info)
+        example, n_calib = calib_nhwc[0], len(calib_nhwc)
     with export_step("litert-torch conversion", path):
-        convert_tflite(gm, calib_nhwc[0], quantizer, path)
+        convert_tflite(gm, example, quantizer, path)
 
     inp, out = io_details(path)
     if inp["dtype"] not in ("int8", "uint8") or (kind == "logits" and out["dtype"] not in ("int8", "uint8")):
@@ -299,11 +347,15 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
                    "quant": out["quant"] if kind == "logits" else None, "size": list(out_size)},
         "head": {"low_res_output": low_res_output, "fused_argmax": fused_argmax,
                  "output_stride": [h // out_size[0], w // out_size[1]]},
-        "quantization": {"method": "PT2E static (torchao prepare_pt2e/convert_pt2e) + litert-torch",
+        "quantization": {"method": "the checkpoint's PT2E quantizers (edgeseg compress --target edgetpu, "
+                                   f"{qat.get('method')}) + litert-torch" if qat else
+                                   "PT2E static (torchao prepare_pt2e/convert_pt2e) + litert-torch",
                          "quantizer": "litert_torch PT2EQuantizer, get_symmetric_quantization_config("
-                                      f"is_per_channel={bool(extra.get('per_channel', True))})",
+                                      f"is_per_channel={model.per_channel if qat else bool(extra.get('per_channel', True))}"
+                                      f"{', is_qat=True' if qat else ''})",
                          "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
-                         "calibration_images": len(calib_nhwc), "full_integer": report["full_integer"]},
+                         "calibration_images": n_calib, "full_integer": report["full_integer"],
+                         **({"checkpoint": {k: v for k, v in qat.items() if k != "float_shapes"}} if qat else {})},
         "export_rewrites": rewrite_info,
         "edgetpu_check": report,
         "compiler": compiler,
