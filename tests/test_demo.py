@@ -104,6 +104,30 @@ def test_record_alpha1_exact_colours_and_summary(work, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+def test_openvino_argmax_in_graph_draws_the_same_classes(work, tmp_path):
+    """On OpenVINO the demo appends the argmax to the graph (uint8 ids out); the picture must
+    be exactly what the plain predictor's argmax over the logits gives."""
+    pytest.importorskip("openvino")
+    root, _, video = work
+    art = build(root / "unet.pt", "openvino-cpu", out=tmp_path / "ov", parity_images=2)
+    inputs = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in read_video(video)[:8]]
+    plain, fused = load_predictor(art, threads=1), load_predictor(art, threads=1)
+    assert fused.fuse_argmax() and fused.output_kind == "classes"
+    assert not load_predictor(work[1], threads=1).fuse_argmax()  # onnxruntime: keeps its logits
+    for img in inputs:
+        x, meta = fused.preprocess(img)
+        y = fused.infer(x)
+        assert y.dtype == np.uint8 and y.size == H * W
+        np.testing.assert_array_equal(fused.postprocess(y, meta), plain.predict(img))
+    out, js = tmp_path / "ov.avi", tmp_path / "ov.json"
+    assert run_cli(["--artifact", art, "--source", video, "--no-window", "--record", out, "--max-frames", 8,
+                    "--alpha", 1, "--no-hud", "--json", js]) == 0
+    assert json.loads(js.read_text())["argmax_in_graph"] is True
+    lut = palette_bgr(CAMVID.colors)
+    for got, img in zip(read_video(out), inputs):
+        np.testing.assert_array_equal(got, lut[plain.predict(img)])
+
+
 def test_record_alpha_half_blend_and_side_mode(work, tmp_path):
     root, art, video = work
     out = tmp_path / "half.mkv"

@@ -124,6 +124,12 @@ class Predictor:
     def infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def fuse_argmax(self) -> bool:
+        """Move the argmax over classes into the runtime's graph where the runtime can (the
+        outputs then are class ids, ``output_kind == "classes"``); True if it did. For callers
+        that never need the logits (the demo). The base class cannot."""
+        return False
+
     # -- shared pre/post
 
     def preprocess(self, image_rgb: np.ndarray) -> tuple[np.ndarray, dict]:

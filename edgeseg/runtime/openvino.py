@@ -33,9 +33,34 @@ class OpenVINOPredictor(Predictor):
         config = {"PERFORMANCE_HINT": str((manifest.get("openvino") or {}).get("performance_hint", "LATENCY"))}
         if threads and dev == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = self.core.compile_model(self.core.read_model(str(self.model_path())), dev, config)
+        self._config = config
+        self._compile(self.core.read_model(str(self.model_path())))
+
+    def _compile(self, model) -> None:
+        self.compiled = self.core.compile_model(model, self.device, self._config)
         self.request = self.compiled.create_infer_request()
         self._out = self.compiled.output(0)
+
+    def fuse_argmax(self) -> bool:
+        """Append the argmax over classes to the graph (OpenVINO ``TopK``, k=1, to uint8 ids):
+        it then runs in the runtime's own threads, and the output copied out per frame is
+        H x W bytes instead of C x H x W floats. For logits at the input size only (a
+        low-resolution head is upsampled before the argmax)."""
+        if self.output_kind != "logits" or self.output_size != self.input_size or len(self.manifest["classes"]) > 256:
+            return False
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        model = self.core.read_model(str(self.model_path()))
+        axis = 1 if self.output_layout == "NCHW" else 3
+        result = model.get_results()[0]
+        topk = ops.topk(result.input_value(0), ops.constant(np.int64(1)), axis, "max", "none", ov.Type.i32)
+        ids = ops.convert(topk.output(1), ov.Type.u8)
+        result.input(0).replace_source_output(ids.output(0))  # the model's output is now the ids
+        model.validate_nodes_and_infer_types()
+        self._compile(model)
+        self.output_kind = "classes"
+        return True
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         self.request.infer({0: np.ascontiguousarray(x)})
