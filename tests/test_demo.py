@@ -113,16 +113,20 @@ def test_openvino_argmax_in_graph_draws_the_same_classes(work, tmp_path):
     inputs = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in read_video(video)[:8]]
     plain, fused = load_predictor(art, threads=1), load_predictor(art, threads=1)
     assert fused.fuse_argmax() and fused.output_kind == "classes"
-    assert not load_predictor(work[1], threads=1).fuse_argmax()  # onnxruntime: keeps its logits
+    assert fused.fuse_preprocessing() and fused.raw_input
+    ort = load_predictor(work[1], threads=1)  # onnxruntime: keeps its logits and float input
+    assert not ort.fuse_argmax() and not ort.fuse_preprocessing()
     for img in inputs:
         x, meta = fused.preprocess(img)
+        assert x.dtype == np.uint8 and x.shape == (1, H, W, 3)
         y = fused.infer(x)
         assert y.dtype == np.uint8 and y.size == H * W
         np.testing.assert_array_equal(fused.postprocess(y, meta), plain.predict(img))
     out, js = tmp_path / "ov.avi", tmp_path / "ov.json"
     assert run_cli(["--artifact", art, "--source", video, "--no-window", "--record", out, "--max-frames", 8,
                     "--alpha", 1, "--no-hud", "--json", js]) == 0
-    assert json.loads(js.read_text())["argmax_in_graph"] is True
+    summary = json.loads(js.read_text())
+    assert summary["argmax_in_graph"] is True and summary["preprocessing_in_graph"] is True
     lut = palette_bgr(CAMVID.colors)
     for got, img in zip(read_video(out), inputs):
         np.testing.assert_array_equal(got, lut[plain.predict(img)])

@@ -130,9 +130,11 @@ def load_predictors(artifact, workers: int, threads: int | None = None, device: 
         threads = max(1, (os.cpu_count() or 1) // workers)
     predictors = [load_predictor(artifact, threads=threads, device=device) for _ in range(workers)]
     for p in predictors:
-        # the demo only draws class ids: where the runtime can, the argmax runs in its graph
-        # (OpenVINO: ~4 ms less per 360x480 frame in the render thread, 11x less output to copy)
+        # The demo only draws class ids: where the runtime can, the argmax and the input
+        # normalisation run in its graph (OpenVINO, 360x480: ~4 ms less per frame in the render
+        # thread, ~0.5 ms less in the worker, and 11x less output / 4x less input to copy).
         p.fuse_argmax()
+        p.fuse_preprocessing()
     return predictors
 
 
@@ -312,6 +314,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         "threads_per_worker": predictors[0].threads,
         # True where the runtime computes the argmax in its graph (load_predictors' fuse_argmax)
         "argmax_in_graph": predictors[0].output_kind == "classes" and manifest["output"].get("kind") == "logits",
+        "preprocessing_in_graph": predictors[0].raw_input,
         "drop_frames": drop,
         "fps": round((shown - 1) / steady, 3) if shown > 1 and steady > 0 else None,
         "wall_s": round(wall, 3),

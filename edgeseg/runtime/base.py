@@ -107,6 +107,8 @@ class Predictor:
         # (v / 255 - mean) / std as one multiply-add per channel: v * scale + bias
         self._scale = (1.0 / (255.0 * self.std.reshape(3))).astype(np.float32)
         self._bias = (-self.mean.reshape(3) / self.std.reshape(3)).astype(np.float32)
+        #: set by :meth:`fuse_preprocessing`: the graph takes the padded uint8 image itself
+        self.raw_input = False
         if self.fit not in ("pad", "resize"):
             raise ConfigError(f"manifest: input.fit must be 'pad' or 'resize', got {self.fit!r}")
         if self.input_layout not in ("NCHW", "NHWC") or self.output_layout not in ("NCHW", "NHWC"):
@@ -123,6 +125,12 @@ class Predictor:
 
     def infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def fuse_preprocessing(self) -> bool:
+        """Move the float conversion and mean/std normalisation into the runtime's graph where
+        the runtime can (:meth:`preprocess` then hands over the padded uint8 image); True if
+        it did. The base class cannot."""
+        return False
 
     def fuse_argmax(self) -> bool:
         """Move the argmax over classes into the runtime's graph where the runtime can (the
@@ -153,6 +161,8 @@ class Predictor:
             if (nh, nw) != (th, tw):
                 img = cv2.copyMakeBorder(img, 0, th - nh, 0, tw - nw, cv2.BORDER_CONSTANT, value=MEAN_RGB_U8)
             meta["content"] = (nh, nw)
+        if self.raw_input:
+            return np.ascontiguousarray(img[None]), meta
         x = self.normalize(img)
         if self.input_dtype in _INT_DTYPES:
             x = quantize(x, self.input_quant, self.input_dtype)

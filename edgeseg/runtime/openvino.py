@@ -34,9 +34,11 @@ class OpenVINOPredictor(Predictor):
         if threads and dev == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self._config = config
-        self._compile(self.core.read_model(str(self.model_path())))
+        self._model = self.core.read_model(str(self.model_path()))
+        self._compile(self._model)
 
     def _compile(self, model) -> None:
+        self._model = model
         self.compiled = self.core.compile_model(model, self.device, self._config)
         self.request = self.compiled.create_infer_request()
         self._out = self.compiled.output(0)
@@ -51,7 +53,7 @@ class OpenVINOPredictor(Predictor):
         import openvino as ov
         import openvino.opset13 as ops
 
-        model = self.core.read_model(str(self.model_path()))
+        model = self._model
         axis = 1 if self.output_layout == "NCHW" else 3
         result = model.get_results()[0]
         topk = ops.topk(result.input_value(0), ops.constant(np.int64(1)), axis, "max", "none", ov.Type.i32)
@@ -60,6 +62,28 @@ class OpenVINOPredictor(Predictor):
         model.validate_nodes_and_infer_types()
         self._compile(model)
         self.output_kind = "classes"
+        return True
+
+    def fuse_preprocessing(self) -> bool:
+        """Let the graph take the padded uint8 RGB image (1 x H x W x 3) and do the float
+        conversion, mean/std and NCHW layout itself (OpenVINO ``PrePostProcessor``): that
+        work then runs in the runtime's threads instead of the caller's, and the input
+        copied in is a quarter of the float tensor. Float NCHW inputs only."""
+        if self.input_dtype != "float32" or self.input_layout != "NCHW" or self.fit != "pad":
+            return False
+        import openvino as ov
+        from openvino.preprocess import PrePostProcessor
+
+        ppp = PrePostProcessor(self._model)
+        inp = ppp.input(0)
+        inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        inp.model().set_layout(ov.Layout("NCHW"))
+        # (v / 255 - mean) / std == (v - 255 mean) / (255 std)
+        inp.preprocess().convert_element_type(ov.Type.f32) \
+            .mean([255.0 * float(m) for m in self.mean.ravel()]) \
+            .scale([255.0 * float(s) for s in self.std.ravel()])
+        self._compile(ppp.build())
+        self.raw_input = True
         return True
 
     def infer(self, x: np.ndarray) -> np.ndarray:
