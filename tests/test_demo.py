@@ -127,6 +127,8 @@ def test_openvino_argmax_in_graph_draws_the_same_classes(work, tmp_path):
                     "--alpha", 1, "--no-hud", "--json", js]) == 0
     summary = json.loads(js.read_text())
     assert summary["argmax_in_graph"] is True and summary["preprocessing_in_graph"] is True
+    # two infer requests on one compiled model by default; frames still come out in order
+    assert summary["workers"] == 2 and summary["shared_compiled_model"] is True
     lut = palette_bgr(CAMVID.colors)
     for got, img in zip(read_video(out), inputs):
         np.testing.assert_array_equal(got, lut[plain.predict(img)])

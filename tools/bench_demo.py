@@ -6,8 +6,9 @@
    an untrained bisenetv1 for timing only), built for --target (openvino-cpu or
    onnxruntime-cpu) at --precision;
 3. model-only throughput: Predictor.infer on one preprocessed input in a loop, (a) one
-   Predictor with the runtime's default threads, (b) the demo's layout: --workers
-   Predictors of cores/workers threads each, called from as many threads at once;
+   Predictor with the runtime's default threads, (b) the demo's own Predictors
+   (edgeseg.demo.pipeline.load_predictors: its requests, threads and in-graph steps),
+   called from as many threads at once; the better of the two is the reference;
 4. end to end: `python -m edgeseg demo --artifact A --source V --no-window --record OUT.mp4
    --json S` (every frame of the file, pipelined) -> the summary's FPS;
 5. the results, the command and the load average go into docs/demo.md between the
@@ -82,6 +83,7 @@ def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, t
 
     if demo_predictors:
         preds = load_predictors(art, workers, threads)
+        workers = len(preds)
     else:
         preds = [load_predictor(art, threads=threads) for _ in range(workers)]
     x, _ = preds[0].preprocess(image_rgb)
@@ -108,6 +110,7 @@ def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, t
         t.join()
     dt = time.perf_counter() - t0
     return {"workers": workers, "threads_per_worker": preds[0].threads, "calls": sum(counts),
+            "shared": len(preds) > 1 and preds[0].shares_compiled_model,
             "in_graph": {"argmax": preds[0].output_kind == "classes", "preprocessing": preds[0].raw_input},
             "fps": round(sum(counts) / dt, 2), "latency_ms_p50": round(float(np.percentile(lat, 50)), 2)}
 
@@ -147,36 +150,30 @@ def main(argv=None):
     single = model_only(art, rgb, a.seconds, 1, None)
     print(f"model-only, 1 predictor (default threads): {single}", flush=True)
     cores = os.cpu_count() or 1
-    if a.workers is None:
-        from edgeseg.demo.pipeline import default_workers
-
-        a.workers = default_workers()
-    par = model_only(art, rgb, a.seconds, a.workers, max(1, cores // a.workers))
-    print(f"model-only, {a.workers} predictors in parallel: {par}", flush=True)
-    fused = model_only(art, rgb, a.seconds, a.workers, max(1, cores // a.workers), demo_predictors=True)
-    print(f"model-only, the demo's {a.workers} predictor(s): {fused}", flush=True)
+    fused = model_only(art, rgb, a.seconds, a.workers, None, demo_predictors=True)
+    print(f"model-only, the demo's predictor(s): {fused}", flush=True)
 
     def run(record: bool) -> tuple[dict, list]:
         out, js = work / "demo_out.mp4", work / "demo_summary.json"
         cmd = [sys.executable, "-m", "edgeseg", "demo", "--artifact", str(art), "--source", str(video),
                "--no-window", *(["--record", str(out)] if record else []), "--json", str(js),
-               "--workers", str(a.workers)]
+               *(["--workers", str(a.workers)] if a.workers else [])]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             sys.exit(f"demo failed ({p.returncode}):\n{p.stderr}")
         print(p.stdout, flush=True)
         s = json.loads(js.read_text())
-        keys = ("frames", "fps", "wall_s", "dropped", "workers", "threads_per_worker", "argmax_in_graph",
-                "preprocessing_in_graph")
+        keys = ("frames", "fps", "wall_s", "dropped", "workers", "threads_per_worker", "shared_compiled_model",
+                "argmax_in_graph", "preprocessing_in_graph")
         return {k: s.get(k) for k in keys} | {"latency_ms": s["latency_ms"]}, cmd
 
     demo, cmd = run(record=True)
     demo_norec, cmd_norec = run(record=False)
     load_after = os.getloadavg()
-    best = max(single["fps"], par["fps"], fused["fps"])
+    best = max(single["fps"], fused["fps"])
     ratio = demo["fps"] / best if demo["fps"] else 0.0
     res = {"target": target, "precision": a.precision, "checkpoint": ckpt_desc, "frames": n_frames,
-           "size": [h, w], "model_only_single": single, "model_only_parallel": par, "model_only_demo": fused,
+           "size": [h, w], "model_only_single": single, "model_only_demo": fused,
            "demo": demo, "demo_no_record": demo_norec, "ratio_vs_best_model_only": round(ratio, 3),
            "ratio_no_record": round(demo_norec["fps"] / best, 3) if demo_norec["fps"] else 0.0,
            "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in load_after],
@@ -210,11 +207,10 @@ def write_doc(r: dict, cmd, cmd_norec, work: Path) -> None:
         "|---|---:|---|",
         f"| model only, 1 Predictor, default threads | {r['model_only_single']['fps']:.2f} | "
         f"infer p50 {r['model_only_single']['latency_ms_p50']:.1f} ms |",
-        f"| model only, {r['model_only_parallel']['workers']} Predictors x "
-        f"{r['model_only_parallel']['threads_per_worker']} thread(s) in parallel | {r['model_only_parallel']['fps']:.2f} | "
-        f"infer p50 {r['model_only_parallel']['latency_ms_p50']:.1f} ms |",
-        f"| model only, the demo's {fused['workers']} Predictor(s) (argmax {'in' if fused['in_graph']['argmax'] else 'not in'}"
-        f" graph, normalisation {'in' if fused['in_graph']['preprocessing'] else 'not in'} graph) | {fused['fps']:.2f} | "
+        f"| model only, the demo's {fused['workers']} request(s) called from as many threads"
+        f"{' (one shared compiled model)' if fused['shared'] else ''}, argmax "
+        f"{'in' if fused['in_graph']['argmax'] else 'not in'} graph, normalisation "
+        f"{'in' if fused['in_graph']['preprocessing'] else 'not in'} graph | {fused['fps']:.2f} | "
         f"infer p50 {fused['latency_ms_p50']:.1f} ms |",
         f"| **demo end to end** (decode, pre, infer, post, draw, mp4v encode) | **{r['demo']['fps']:.2f}** | "
         f"{r['demo']['frames']} frames, {r['demo']['workers']} workers; model p50 {lat['model']['p50']:.1f} ms, "

@@ -28,7 +28,9 @@ def compress_cmd(
     prune_lr: Annotated[Optional[float], typer.Option(
         help="Learning rate for the pruned model's fine-tuning (default --lr, else 1e-4).")] = None,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 4,
-    target: Annotated[str, typer.Option("--target", help="Quantization preset: cpu | npu | jetson | edgetpu | any.")] = "cpu",
+    target: Annotated[str, typer.Option("--target", help=(
+        "Quantization preset: cpu | npu | jetson | any (NNCF), or edgetpu / coral (PT2E with "
+        "litert-torch's quantizer; build the result with --target coral)."))] = "cpu",
     ignore: Annotated[Optional[List[str]], typer.Option(
         "--ignore", help="Keep in fp32: a module path (head), an NNCF node name (head/cls/conv2d/0) or "
                          "re:REGEX. Repeatable.")] = None,

@@ -37,8 +37,9 @@ def demo_cmd(
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
     mode: Annotated[Mode, typer.Option(help="overlay | mask | side (frame and overlay side by side).")] = Mode.overlay,
     hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Draw the HUD (FPS, latency) and the legend.")] = True,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Parallel inference requests, one Predictor each (default: 1 on up to 2 cores, else 2).")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per worker (default: cores / workers).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Parallel inference requests (default: 2 on one OpenVINO compiled model; other runtimes: "
+                                                                   "1 on up to 2 cores, else 2).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Inference threads (OpenVINO: of the one shared model; else per worker, default cores / workers).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Runtime device (default: the artifact's).")] = None,
     drop: Annotated[Optional[bool], typer.Option("--drop/--no-drop", help="Keep only the newest frame "
                                                  "(default: on for cameras/streams, off for files and folders).")] = None,
@@ -49,7 +50,6 @@ def demo_cmd(
 ):
     """Run a segmentation artifact live on a camera, video, stream or folder."""
     from edgeseg.demo import DemoConfig, format_summary, open_source, resolve_artifact, run_demo
-    from edgeseg.demo.pipeline import default_workers
 
     open_source(source)  # a missing file: one line before any model is built
     if not window and record is None and json_out is None:
@@ -58,7 +58,7 @@ def demo_cmd(
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     art = resolve_artifact(artifact, model, target, precision, log=log)
     cfg = DemoConfig(artifact=art, source=source, window=window, record=record, max_frames=max_frames,
-                     alpha=alpha, mode=mode.value, hud=hud, workers=workers or default_workers(), threads=threads,
+                     alpha=alpha, mode=mode.value, hud=hud, workers=workers, threads=threads,
                      device=device,
                      drop=drop, retries=retries, json_path=json_out, screenshot_dir=screenshot_dir,
                      window_backend=window_backend.value, log=log)

@@ -47,8 +47,8 @@ class DemoConfig:
     alpha: float = 0.5
     mode: str = "overlay"
     hud: bool = True
-    workers: int = 2
-    threads: int | None = None          #: intra-op threads per worker (default: cores / workers)
+    workers: int | None = None          #: infer requests (default: load_predictors' choice)
+    threads: int | None = None          #: intra-op threads (default: the runtime's / cores / workers)
     device: str | None = None
     drop: bool | None = None            #: keep only the newest frame (default: live sources only)
     retries: int = 3
@@ -116,26 +116,44 @@ class _Workers:
         self._put(_END)
 
 
-def default_workers() -> int:
-    """One request on up to 2 cores: measured there, two 1-thread requests gave 15.5 FPS end to
-    end against 25.1 FPS for one 2-thread request (docs/demo.md); more cores overlap two."""
+def default_workers(shared: bool = False) -> int:
+    """Two requests when they share one compiled model (OpenVINO): one request's
+    pre-processing then overlaps the other's inference at no cost in threads. Separate
+    Predictors split the cores: one request on up to 2 cores (measured there, two 1-thread
+    requests gave 15.5 FPS end to end against 25.1 FPS for one 2-thread request), else two."""
+    if shared:
+        return 2
     return 1 if (os.cpu_count() or 1) <= 2 else 2
 
 
-def load_predictors(artifact, workers: int, threads: int | None = None, device: str | None = None):
+def load_predictors(artifact, workers: int | None = None, threads: int | None = None, device: str | None = None):
+    """The demo's Predictors: ``workers`` infer requests (default :func:`default_workers`).
+    Where the runtime shares one compiled model between requests they are siblings on one
+    model with ``threads`` threads (default: the runtime's, all cores); otherwise separate
+    Predictors of ``threads`` each (default: cores / workers)."""
     from edgeseg.runtime import load_predictor
+    from edgeseg.runtime.base import predictor_class
 
-    workers = max(1, int(workers))
+    shared = predictor_class(artifact).shares_compiled_model
+    workers = max(1, int(workers or default_workers(shared)))
+    if shared:
+        first = load_predictor(artifact, threads=threads, device=device)
+        _fuse(first)
+        return [first] + [first.sibling() for _ in range(workers - 1)]
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     predictors = [load_predictor(artifact, threads=threads, device=device) for _ in range(workers)]
     for p in predictors:
-        # The demo only draws class ids: where the runtime can, the argmax and the input
-        # normalisation run in its graph (OpenVINO, 360x480: ~4 ms less per frame in the render
-        # thread, ~0.5 ms less in the worker, and 11x less output / 4x less input to copy).
-        p.fuse_argmax()
-        p.fuse_preprocessing()
+        _fuse(p)
     return predictors
+
+
+def _fuse(predictor) -> None:
+    # The demo only draws class ids: where the runtime can, the argmax and the input
+    # normalisation run in its graph (OpenVINO, 360x480: ~4 ms less per frame in the render
+    # thread, ~0.5 ms less in the worker, and 11x less output / 4x less input to copy).
+    predictor.fuse_argmax()
+    predictor.fuse_preprocessing()
 
 
 def run_demo(cfg: DemoConfig, predictors=None) -> dict:
@@ -312,6 +330,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         "reconnects": capture.reconnects,
         "workers": len(predictors),
         "threads_per_worker": predictors[0].threads,
+        "shared_compiled_model": len(predictors) > 1 and predictors[0].shares_compiled_model,
         # True where the runtime computes the argmax in its graph (load_predictors' fuse_argmax)
         "argmax_in_graph": predictors[0].output_kind == "classes" and manifest["output"].get("kind") == "logits",
         "preprocessing_in_graph": predictors[0].raw_input,

@@ -126,6 +126,14 @@ class Predictor:
     def infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: True where :meth:`sibling` gives more infer requests on the same compiled model
+    shares_compiled_model = False
+
+    def sibling(self) -> "Predictor | None":
+        """Another Predictor on the same compiled model with its own infer request, for a
+        second thread (None where the runtime has no such thing: load another Predictor)."""
+        return None
+
     def fuse_preprocessing(self) -> bool:
         """Move the float conversion and mean/std normalisation into the runtime's graph where
         the runtime can (:meth:`preprocess` then hands over the padded uint8 image); True if
@@ -255,11 +263,21 @@ class Predictor:
         return f"{type(self).__name__}({self.artifact_dir}, size={self.input_size}, layout={self.input_layout})"
 
 
+def predictor_class(artifact_dir, runtime: str | None = None) -> type:
+    """The Predictor class :func:`load_predictor` would use for an artifact folder."""
+    return _runtime_module(artifact_dir, read_manifest(artifact_dir), runtime).PREDICTOR
+
+
 def load_predictor(artifact_dir, *, threads: int | None = None, device: str | None = None,
                    runtime: str | None = None) -> Predictor:
     """The Predictor for an artifact folder, from its manifest's ``runtime`` (or ``runtime``
     to run the same files elsewhere, e.g. a jetson ONNX on ``onnxruntime``)."""
     manifest = read_manifest(artifact_dir)
+    module = _runtime_module(artifact_dir, manifest, runtime)
+    return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
+
+
+def _runtime_module(artifact_dir, manifest: dict, runtime: str | None):
     name = runtime or manifest["runtime"]
     try:
         module = importlib.import_module(f"edgeseg.runtime.{name}")
@@ -269,8 +287,8 @@ def load_predictor(artifact_dir, *, threads: int | None = None, device: str | No
                               f"does not have: upgrade edgeseg") from exc
         pkg, extra = RUNTIME_PACKAGES.get(name, (exc.name, name))
         raise MissingDependencyError(exc.name or pkg, extra, f"the {name} runtime") from exc
-    return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
+    return module
 
 
-__all__ = ["Predictor", "load_predictor", "read_manifest", "quantize", "dequantize", "MANIFEST",
+__all__ = ["Predictor", "load_predictor", "predictor_class", "read_manifest", "quantize", "dequantize", "MANIFEST",
            "RUNTIME_PACKAGES", "FORMAT_VERSION"]
