@@ -225,6 +225,11 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         stats["render_ms"].append((t1 - t0) * 1e3)
         return pic
 
+    # A worker back from the runtime (which ran without the GIL) waits for the GIL; with
+    # Python's default 5 ms switch interval it can wait that long behind the render thread.
+    # 0.5 ms measured +1-1.5 % end-to-end FPS on 2 cores (docs/demo.md).
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, 0.0005))
     capture.start()
     workers.start()
     try:
@@ -306,6 +311,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         keep_partial_recording = source.live and shown > 0
         raise
     finally:
+        sys.setswitchinterval(switch_interval)
         stop.set()
         capture.stop()
         if window is not None:
