@@ -50,7 +50,7 @@ def test_qat_checkpoint_builds_without_calibration_data(qat_ckpts, target, tmp_p
     m = manifest(out)
     q = m["quantization"]
     assert m["precision"] == "int8" and q["method"].startswith("QAT checkpoint")
-    assert q["calibration_images"] == 0 and q["checkpoint"] == {"method": "qat", "target": "cpu"}
+    assert q["calibration_images"] == 0 and q["checkpoint"] == {"method": "qat", "target": "cpu", "backend": "nncf"}
     assert m["parity"]["ran"] and m["parity"]["passed"] and "fake-quantized" in m["parity"]["reference"]
     if target == "onnxruntime-cpu":
         ops = [n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node]

@@ -104,10 +104,14 @@ def test_cli_compress_then_build_coral_without_calibration(tmp_path, tiny_ckpt, 
     assert manifest["quantization"]["calibration_images"] == 0
     assert "PT2E" in manifest["parity"]["reference"] and manifest["parity"]["passed"]
     q, _, _ = load_model(out / "int8_qat.pt")
+    # the coral profile's low_res_output "auto": BiSeNet ends with a resize, so the trained graph
+    # and the file output int8 logits at 1/8 and the runtime upsamples them
+    assert q.head == {"low_res_output": True} and manifest["output"]["size"] == [SIZE[0] // 8, SIZE[1] // 8]
     x = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
     with torch.no_grad():
-        ref = q(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+        ref = q.graph(torch.from_numpy(x).permute(0, 2, 3, 1).contiguous()).numpy()
     got = _litert_logits(art / "model_int8.tflite", x)
+    assert got.shape == ref.shape == (1, SIZE[0] // 8, SIZE[1] // 8, 11)
     step = manifest["output"]["quant"]["scale"]
     # integer kernels (fixed-point requantization, int32 bias) against their float simulation:
     # off by a step here and there, not systematically

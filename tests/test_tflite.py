@@ -95,6 +95,12 @@ def test_low_res_output_needs_a_final_resize(unet_int8, tmp_path):
         build(model, calib[:1], tmp_path, low_res_output=True)
 
 
+def test_low_res_output_auto_keeps_full_size_without_a_final_resize(unet_int8, tmp_path):
+    model, calib, *_ = unet_int8  # no final resize: "auto" (the coral default) keeps the full size
+    d = build(model, calib[:1], tmp_path, low_res_output="auto").details
+    assert d["output"]["size"] == list(SIZE) and d["head"]["low_res_output"] is False
+
+
 def test_low_res_output_with_fused_argmax(tmp_path):
     torch.manual_seed(0)
     model = TinySeg().eval()
@@ -231,4 +237,5 @@ def test_bisenetv1_full_int8_runs_without_broadcast_to_or_padv2(tmp_path):
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     it.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
     it.invoke()
-    assert it.get_tensor(out["index"]).shape == (1, *SIZE, 3)
+    # the coral profile's low_res_output "auto": BiSeNet's final resize is left to the runtime
+    assert it.get_tensor(out["index"]).shape == (1, SIZE[0] // 8, SIZE[1] // 8, 3)

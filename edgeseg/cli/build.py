@@ -52,7 +52,8 @@ def build_cmd(
         typer.echo(f"  {name:<24} {size / 1e6:8.2f} MB")
     p = s["parity"] or {}
     if p.get("ran"):
-        line = f"parity vs PyTorch fp32 ({p.get('image_source')}): agreement {p['agreement']:.4f}"
+        ref = str(p.get("reference") or "pytorch fp32").replace("pytorch", "PyTorch", 1)
+        line = f"parity vs {ref} ({p.get('image_source')}): agreement {p['agreement']:.4f}"
         if p.get("max_abs_logit_diff") is not None:
             line += f", max |logit diff| {p['max_abs_logit_diff']:.4g}"
         if p.get("miou_reference") is not None:

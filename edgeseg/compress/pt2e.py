@@ -35,8 +35,6 @@ import torch.nn.functional as F
 from edgeseg.errors import ConfigError, InputSizeError
 
 BACKEND = "pt2e"
-#: Head options of the TFLite graph that change what is trained (see targets/coral.yaml).
-HEAD_KEYS = ("low_res_output",)
 
 
 def _quantizer_class():
@@ -59,11 +57,13 @@ def make_quantizer(per_channel: bool = True, is_qat: bool = True):
 
 
 def head_for_target(target: str = "coral") -> dict:
-    """The head options of a target profile that the quantized graph must be trained with."""
+    """The head options of a target profile that the quantized graph must be trained with
+    (``low_res_output`` may be ``"auto"``; :func:`prepare` records what it applied)."""
+    from edgeseg.export.tflite import low_res_mode
     from edgeseg.targets import load_target
 
     extra = load_target(target).extra or {}
-    return {k: bool(extra.get(k, False)) for k in HEAD_KEYS}
+    return {"low_res_output": low_res_mode(extra.get("low_res_output", False))}
 
 
 class PT2EModel(torch.nn.Module):
@@ -149,16 +149,15 @@ def prepare(model, input_size, *, head: dict | None = None, per_channel: bool = 
     from edgeseg.export import tflite
 
     *_, qpt2e = tflite._torch_modules()
-    head = {k: bool((head or {}).get(k, False)) for k in HEAD_KEYS}
     h, w = (int(v) for v in input_size)
-    module, _, _ = tflite.prepare_module(model.eval(), (h, w), low_res_output=head["low_res_output"])
+    module, _ = tflite.prepare_module(model.eval(), (h, w))
     # batch 2: a batch-1 example would specialise the batch dimension to 1
     examples = [torch.randn(2, h, w, 3, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with torch.no_grad():
-        gm = torch.export.export(module, (examples[0],), dynamic_shapes=(({0: batch},),)).module()
+    gm = tflite.export_graph(module, examples[0], dynamic_batch=True)
     if rewrites:
         tflite.apply_export_rewrites(module, gm, examples)
+    gm, out_size = tflite.apply_low_res_output(gm, (head or {}).get("low_res_output", False))
+    head = {"low_res_output": out_size is not None}  # what was applied ("auto" resolved)
     _fuse_conv_bn_(gm)
     with tflite._ordered_observer_creation():
         prepared = qpt2e.prepare_qat_pt2e(gm, make_quantizer(per_channel))

@@ -69,13 +69,21 @@ def interpreter_class():
 
 # --- head options ------------------------------------------------------------------------
 
+#: ops that may sit between the model's final resize and the graph output (the NHWC
+#: permute of ``to_channel_last_io``, the fused argmax)
+_PASS_THROUGH = ("permute", "argmax")
+
+
 def drop_final_resize(gm):
-    """Remove the resize op that produces the graph output of an exported GraphModule.
+    """Remove the resize op whose result becomes the graph output of an exported GraphModule
+    (looking through the NHWC output permute and a fused argmax).
 
     Returns ``(gm, (h, w))``, the output's new spatial size. ConfigError when the output is
     not produced by a resize (the model already outputs at its head's resolution)."""
     out = next(n for n in gm.graph.nodes if n.op == "output")
     src = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
+    while src.op == "call_function" and getattr(src.target, "__name__", str(src.target)).startswith(_PASS_THROUGH):
+        src = src.args[0]
     name = getattr(src.target, "__name__", str(src.target))
     if src.op != "call_function" or not any(name.startswith(t) for t in RESIZE_TARGETS):
         raise ConfigError(
@@ -87,8 +95,33 @@ def drop_final_resize(gm):
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
-    shape = tuple(int(v) for v in low.meta["val"].shape[-2:])
+    shape = tuple(int(v) for v in low.meta["val"].shape[-2:])  # NCHW before the output permute
     return gm, shape
+
+
+def export_graph(module, example, *, dynamic_batch: bool = False):
+    """``torch.export`` of the NHWC module from :func:`prepare_module`, as one graph (the
+    export rewrites and the quantizer see all of it). ``dynamic_batch``: a free batch
+    dimension (``example`` must then have a batch of 2 or more)."""
+    import torch
+
+    kwargs = {"dynamic_shapes": (({0: torch.export.Dim("batch", min=1, max=1024)},),)} if dynamic_batch else {}
+    with torch.no_grad():
+        return torch.export.export(module, (example,), **kwargs).module()
+
+
+def apply_low_res_output(gm, low_res_output):
+    """:func:`drop_final_resize` per the ``low_res_output`` option (True, False or "auto");
+    returns ``(gm, out_size)`` with ``out_size`` None when the output keeps the input size."""
+    mode = low_res_mode(low_res_output)
+    if not mode:
+        return gm, None
+    try:
+        return drop_final_resize(gm)
+    except ConfigError:
+        if mode != "auto":
+            raise  # asked for explicitly: say that this model has no final resize
+        return gm, None
 
 
 def argmax_head(module):
@@ -108,24 +141,25 @@ def argmax_head(module):
     return ArgmaxHead(module)
 
 
-def prepare_module(model, input_size, *, low_res_output: bool = False, fused_argmax: bool = False):
-    """The NHWC-in module to quantize and its output facts: ``(module, out_size, kind)``.
+def low_res_mode(value) -> bool | str:
+    """``low_res_output`` as given in a profile or call: True, False or ``"auto"`` (drop the
+    final resize when the model ends with one, keep full-resolution logits otherwise)."""
+    if isinstance(value, str):
+        if value.lower() == "auto":
+            return "auto"
+        raise ConfigError(f"low_res_output must be true, false or auto, got '{value}'")
+    return bool(value)
 
-    Output layout is NHWC (logits N x h x w x C; classes N x h x w)."""
-    import torch
 
+def prepare_module(model, input_size, *, fused_argmax: bool = False):
+    """The NHWC-in module to quantize and its output kind: ``(module, kind)``. Output layout
+    is NHWC (logits N x h x w x C; classes N x h x w); :func:`export_graph` then exports it
+    (and drops the final resize for ``low_res_output``)."""
     litert_torch, *_ = _torch_modules()
-    h, w = input_size
-    x = torch.zeros(1, 3, h, w)
-    inner = model.eval()
-    out_size = (h, w)
-    if low_res_output:
-        inner = torch.export.export(inner, (x,)).module()
-        inner, out_size = drop_final_resize(inner)
-    wrapped = litert_torch.to_channel_last_io(inner, args=[0], outputs=[0])
+    wrapped = litert_torch.to_channel_last_io(model.eval(), args=[0], outputs=[0])
     if fused_argmax:
         wrapped = argmax_head(wrapped)
-    return wrapped, out_size, ("classes" if fused_argmax else "logits")
+    return wrapped, ("classes" if fused_argmax else "logits")
 
 
 def apply_export_rewrites(module, gm, inputs, details: dict | None = None):
@@ -212,25 +246,26 @@ def _ordered_observer_creation():
 
 
 def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True, rewrites: bool = True,
-                  rewrite_details: dict | None = None):
-    """PT2E static int8 quantization; returns ``(converted GraphModule, quantizer)``.
+                  rewrite_details: dict | None = None, low_res_output: bool | str = False):
+    """PT2E static int8 quantization; returns ``(converted GraphModule, quantizer, out_size)``
+    (``out_size`` None: the input's size; else the low-resolution output's).
 
     ``rewrites``: apply the export-time rewrites (:func:`apply_export_rewrites`) to the
     exported graph before quantization."""
     import torch
 
     _, pq, _, qpt2e = _torch_modules()
-    example = calib_nhwc[0]
-    gm = torch.export.export(module, (example,)).module()
+    gm = export_graph(module, calib_nhwc[0])
     if rewrites:
         apply_export_rewrites(module, gm, calib_nhwc[:2], rewrite_details)
+    gm, out_size = apply_low_res_output(gm, low_res_output)  # after the rewrites' exactness check
     quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
     with _ordered_observer_creation():
         prepared = qpt2e.prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for a in calib_nhwc:
             prepared(a)
-    return qpt2e.convert_pt2e(prepared, fold_quantize=False), quantizer
+    return qpt2e.convert_pt2e(prepared, fold_quantize=False), quantizer, out_size
 
 
 def convert_tflite(gm, example, quantizer, path: Path) -> Path:
@@ -258,7 +293,7 @@ def io_details(path: Path) -> tuple[dict, dict]:
     return entry(inp), entry(out)
 
 
-def _quantized_graph(qmodel, qat: dict, *, low_res_output: bool, fused_argmax: bool, input_size):
+def _quantized_graph(qmodel, qat: dict, *, low_res_output, fused_argmax: bool, input_size):
     """The int8 graph of a checkpoint quantized by ``edgeseg compress --target edgetpu``
     (:class:`edgeseg.compress.pt2e.PT2EModel`) and its output facts; no calibration."""
     from edgeseg.compress import pt2e
@@ -267,7 +302,7 @@ def _quantized_graph(qmodel, qat: dict, *, low_res_output: bool, fused_argmax: b
         raise BuildError("a PT2E-quantized checkpoint did not load as a PT2E graph: re-run `edgeseg compress "
                          "--target edgetpu`")
     trained = bool(qmodel.head.get("low_res_output", False))
-    if trained != low_res_output:
+    if low_res_output != "auto" and trained != low_res_output:
         raise ConfigError(f"this checkpoint was quantized with low_res_output={str(trained).lower()} and the build "
                           f"asks for {str(low_res_output).lower()}: the head is part of the trained int8 graph; "
                           f"build with low_res_output: {str(trained).lower()} or re-run `edgeseg compress`")
@@ -291,7 +326,7 @@ QAT_BACKEND = "pt2e"
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           low_res_output: bool | None = None, fused_argmax: bool | None = None,
+           low_res_output: bool | str | None = None, fused_argmax: bool | None = None,
            qat: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     if precision != "int8":
@@ -300,7 +335,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     if not qat:
         require_calib(precision, calib)
     extra = profile.extra or {}
-    low_res_output = bool(extra.get("low_res_output", False) if low_res_output is None else low_res_output)
+    low_res_output = low_res_mode(extra.get("low_res_output", False) if low_res_output is None else low_res_output)
     fused_argmax = bool(extra.get("fused_argmax", False) if fused_argmax is None else fused_argmax)
     h, w = (int(v) for v in input_size)
     path = out_dir / "model_int8.tflite"
@@ -314,12 +349,14 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         example, n_calib = torch_zeros_nhwc(h, w), 0
     else:
         with export_step("TFLite head options + NHWC wrapper"):
-            module, out_size, kind = prepare_module(model, (h, w), low_res_output=low_res_output,
-                                                    fused_argmax=fused_argmax)
+            module, kind = prepare_module(model, (h, w), fused_argmax=fused_argmax)
         calib_nhwc = [nchw_to_nhwc(a) for a in calib]
         with export_step(f"export rewrites + PT2E int8 quantization ({len(calib_nhwc)} calibration images)"):
-            gm, quantizer = quantize_pt2e(module, calib_nhwc, per_channel=bool(extra.get("per_channel", True)),
-                                          rewrites=bool(extra.get("rewrites", True)), rewrite_details=rewrite_info)
+            gm, quantizer, out_size = quantize_pt2e(module, calib_nhwc,
+                                                    per_channel=bool(extra.get("per_channel", True)),
+                                                    rewrites=bool(extra.get("rewrites", True)),
+                                                    rewrite_details=rewrite_info, low_res_output=low_res_output)
+        out_size = out_size or (h, w)
         example, n_calib = calib_nhwc[0], len(calib_nhwc)
     with export_step("litert-torch conversion", path):
         convert_tflite(gm, example, quantizer, path)
@@ -345,7 +382,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
                   "quant": inp["quant"]},
         "output": {"name": out["name"], "layout": "NHWC", "kind": kind, "dtype": out["dtype"],
                    "quant": out["quant"] if kind == "logits" else None, "size": list(out_size)},
-        "head": {"low_res_output": low_res_output, "fused_argmax": fused_argmax,
+        "head": {"low_res_output": tuple(out_size) != (h, w), "fused_argmax": fused_argmax,
                  "output_stride": [h // out_size[0], w // out_size[1]]},
         "quantization": {"method": "the checkpoint's PT2E quantizers (edgeseg compress --target edgetpu, "
                                    f"{qat.get('method')}) + litert-torch" if qat else

@@ -100,16 +100,22 @@ def pretrained_state(model_name: str, pretrained: str, zoo_dir: Path = ZOO_DIR) 
     return ckpt["state_dict"], ckpt
 
 
-#: NNCF quantizer / mask parameters (compressed variants) stay in fp32: a scale rounded to
-#: fp16 would move every int8 step of its tensor.
+#: Quantizer / mask parameters of compressed variants stay in fp32: a scale rounded to fp16
+#: would move every int8 step of its tensor. NNCF's live under this prefix; PT2E graphs'
+#: (``--target edgetpu``) in ``activation_post_process_N`` modules.
 _KEEP_FP32_PREFIX = "__nncf_hooks."
+_KEEP_FP32_PT2E = "activation_post_process_"
+
+
+def _keep_fp32(key: str) -> bool:
+    return key.startswith(_KEEP_FP32_PREFIX) or _KEEP_FP32_PT2E in key
 
 
 def half_precision_checkpoint(ckpt: dict) -> dict:
-    """A copy for shipping: float weights in fp16 (NNCF quantizer parameters stay fp32), no
+    """A copy for shipping: float weights in fp16 (quantizer parameters stay fp32), no
     training state."""
     slim = {k: v for k, v in ckpt.items() if k not in ("train_state",)}
-    slim["state_dict"] = {k: v.half() if v.is_floating_point() and not k.startswith(_KEEP_FP32_PREFIX) else v
+    slim["state_dict"] = {k: v.half() if v.is_floating_point() and not _keep_fp32(k) else v
                           for k, v in ckpt["state_dict"].items()}
     return slim
 

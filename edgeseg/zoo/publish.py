@@ -114,7 +114,8 @@ def publish_compressed(ckpt_path, name: str, *, data, command: str, hardware: st
     report_path = ckpt_path.parent / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     card = _ship(ckpt, name, data, zoo_dir)
-    quant = {k: v for k, v in (ckpt.get("quantization") or {}).items() if k not in ("nncf_config", "finetune")}
+    quant = {k: v for k, v in (ckpt.get("quantization") or {}).items()
+             if k not in ("nncf_config", "finetune", "float_shapes")}
     variant = ckpt_path.stem
     source_miou = ((report.get("variants") or {}).get("fp32") or {}).get("miou")
     finetune = (report.get("finetune") or {}).get(variant) or (ckpt.get("quantization") or {}).get("finetune")
@@ -147,14 +148,18 @@ def render_card(card: dict) -> str:
     c = card.get("compression")
     if c:
         q = c.get("quantization") or {}
+        pt2e = q.get("backend") == "pt2e"
         what = " + ".join(x for x in ((f"{c['pruning'].get('ratio', 0):.0%} channels pruned" if c.get("pruning")
-                                       else ""), (f"int8 ({q.get('method')}, NNCF preset '{q.get('target')}')"
-                                                  if q else "")) if x)
+                                       else ""), (f"int8 ({q.get('method')}, "
+                                                  + ("PT2E, litert-torch quantizer, for TFLite / the Edge TPU)" if pt2e
+                                                     else f"NNCF preset '{q.get('target')}')") if q else "")) if x)
         change = "" if c.get("val_miou_change") is None else \
             f" (fp32 source {c['source_val_miou']:.4f}: change {c['val_miou_change']:+.4f})"
-        about = (f"`{card['model']['name']}` compressed from `{c.get('source')}`: {what}; NNCF fake-quantized "
-                 f"PyTorch model, built as int8 by `edgeseg build` without calibration data.\n\n"
-                 f"Val mIoU below{change}.")
+        how = ("PT2E fake-quantized graph, converted to a full-int8 .tflite by `edgeseg build --target coral` "
+               "without calibration data" if pt2e else
+               "NNCF fake-quantized PyTorch model, built as int8 by `edgeseg build` without calibration data")
+        about = (f"`{card['model']['name']}` compressed from `{c.get('source')}`: {what}; {how}.\n\n"
+                 f"Val mIoU below (the PyTorch fake-quantized model){change}.")
         run_line = f"| compression run | {t['wall_time_s'] / 60:.1f} min (whole `edgeseg compress` run) on {t['hardware']} |"
     else:
         about = (f"`{card['model']['name']}` trained from scratch on {card['dataset']['name']} "
