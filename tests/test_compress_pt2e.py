@@ -148,3 +148,26 @@ def test_edgetpu_refuses_nncf_only_options(tmp_path, tiny_ckpt, tiny_camvid, kwa
     with pytest.raises(ConfigError, match=text):
         compress(tiny_ckpt, tiny_camvid, target="edgetpu", out=tmp_path / "out", log=lambda *_: None, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pruned_qat_for_edgetpu_reloads_and_builds(tmp_path, tiny_ckpt, tiny_camvid):
+    """Structured pruning + PT2E QAT: the checkpoint records the pruned widths, so it reloads
+    (identical outputs) and builds for coral without data."""
+    from edgeseg.build import build
+    from edgeseg.compress import compress, load_compressed
+
+    out = tmp_path / "run"
+    report = compress(tiny_ckpt, tiny_camvid, qat=True, prune=0.3, target="edgetpu", steps=1, batch_size=2,
+                      val_images=2, calib_images=2, runs=1, warmup=0, out=out, log=lambda *_: None)
+    assert report["variants"]["pruned_int8_qat"]["miou_tflite"] is not None
+    q, _, ckpt = load_compressed(out / "pruned_int8_qat.pt")
+    assert ckpt["pruning"] and ckpt["quantization"]["backend"] == "pt2e"
+    original = load_compressed(tiny_ckpt)[2]["state_dict"]
+    channels = sum(v[0] for k, v in q.float_shapes.items() if k.endswith("weight"))
+    assert channels < sum(v.shape[0] for k, v in original.items() if k.endswith("weight"))  # channels removed
+    x = torch.randn(1, 3, *SIZE)
+    q2, _, _ = load_compressed(out / "pruned_int8_qat.pt")
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+    art = build(out / "pruned_int8_qat.pt", "coral", out=tmp_path / "art")
+    assert json.loads((art / "manifest.json").read_text())["parity"]["passed"]
