@@ -229,10 +229,10 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     # Python's default 5 ms switch interval it can wait that long behind the render thread.
     # 0.5 ms measured +1-1.5 % end-to-end FPS on 2 cores (docs/demo.md).
     switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, 0.0005))
     capture.start()
     workers.start()
     try:
+        sys.setswitchinterval(min(switch_interval, 0.0005))
         while True:
             # -- keys (also while paused)
             if window is not None:
