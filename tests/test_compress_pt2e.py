@@ -97,6 +97,7 @@ def test_cli_compress_then_build_coral_without_calibration(tmp_path, tiny_ckpt, 
     assert 0.0 <= row["miou_tflite"] <= 1.0
     assert "not measured" in row["latency_openvino_cpu"]["error"]
     assert "TFLite val mIoU" in (out / "report.md").read_text()
+    assert report["quantizer"]["head"] == {"low_res_output": True}  # the coral profile's "auto", resolved
 
     lines: list[str] = []
     art = build(out / "int8_qat.pt", "coral", out=tmp_path / "art", report=lines)

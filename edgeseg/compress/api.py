@@ -161,7 +161,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
 
             head = pt2e.head_for_target("coral")
             qkw = dict(calib_size=input_size, head=head)
-            report["quantizer"] = {"backend": "pt2e", "head": head, "note": target_preset(target).note}
+            report["quantizer"] = {"backend": "pt2e", "head_requested": head, "note": target_preset(target).note}
 
             def quantize_aware(m):
                 return pt2e.qat(m, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
@@ -181,6 +181,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_ptq.pt",
                             quantization={"method": "ptq", "target": target, **backend})
             report["files"]["int8_ptq"] = "int8_ptq.pt"
+            if use_pt2e:
+                report["quantizer"]["head"] = q.head  # what was applied ("auto" resolved)
             V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if max_drop is not None:
             log(f"accuracy-controlled PTQ (max drop {max_drop})...")
@@ -199,6 +201,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
             q, rec = quantize_aware(model)
             report["finetune"]["int8_qat"] = rec
+            if use_pt2e:
+                report["quantizer"]["head"] = q.head  # what was applied ("auto" resolved)
             save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_qat.pt",
                             quantization={"method": "qat", "target": target, "finetune": rec, **backend})
             report["files"]["int8_qat"] = "int8_qat.pt"
