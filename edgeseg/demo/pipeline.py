@@ -150,8 +150,8 @@ def load_predictors(artifact, workers: int | None = None, threads: int | None = 
 
 def _fuse(predictor) -> None:
     # The demo only draws class ids: where the runtime can, the argmax and the input
-    # normalisation run in its graph (OpenVINO, 360x480: ~4 ms less per frame in the render
-    # thread, ~0.5 ms less in the worker, and 11x less output / 4x less input to copy).
+    # normalisation run in its graph: less work in the render thread and the worker, 11x less
+    # output and 4x less input to copy (tools/profile_demo_steps.py, docs/demo.md).
     predictor.fuse_argmax()
     predictor.fuse_preprocessing()
 
@@ -227,7 +227,6 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
 
     # A worker back from the runtime (which ran without the GIL) waits for the GIL; with
     # Python's default 5 ms switch interval it can wait that long behind the render thread.
-    # 0.5 ms measured +1-1.5 % end-to-end FPS on 2 cores (docs/demo.md).
     switch_interval = sys.getswitchinterval()
     capture.start()
     workers.start()

@@ -40,9 +40,36 @@ class OnnxRuntimePredictor(Predictor):
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        self._options, self._providers = so, providers
         self.session = ort.InferenceSession(str(self.model_path()), so, providers=providers)
         self.providers = self.session.get_providers()
         self._input_name = self.session.get_inputs()[0].name
+
+    def fuse_argmax(self) -> bool:
+        """Append ``ArgMax`` over classes and a ``Cast`` to uint8 to the ONNX graph (a new
+        session from the edited model): the argmax runs in ONNX Runtime's threads and the
+        output is H x W bytes. Needs the ``onnx`` package (returns False without it)."""
+        if self.output_kind != "logits" or self.output_size != self.input_size or len(self.manifest["classes"]) > 256:
+            return False
+        try:
+            import onnx
+            from onnx import helper
+        except ImportError:
+            return False
+        import onnxruntime as ort
+
+        model = onnx.load(str(self.model_path()))
+        graph = model.graph
+        logits = graph.output[0].name
+        axis = 1 if self.output_layout == "NCHW" else 3
+        graph.node.extend([
+            helper.make_node("ArgMax", [logits], ["edgeseg_argmax"], axis=axis, keepdims=0),
+            helper.make_node("Cast", ["edgeseg_argmax"], ["edgeseg_classes"], to=onnx.TensorProto.UINT8)])
+        del graph.output[:]
+        graph.output.append(helper.make_tensor_value_info("edgeseg_classes", onnx.TensorProto.UINT8, None))
+        self.session = ort.InferenceSession(model.SerializeToString(), self._options, providers=self._providers)
+        self.output_kind = "classes"
+        return True
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input_name: x})[0]
