@@ -172,3 +172,21 @@ def test_pruned_qat_for_edgetpu_reloads_and_builds(tmp_path, tiny_ckpt, tiny_cam
         assert torch.equal(q(x), q2(x))
     art = build(out / "pruned_int8_qat.pt", "coral", out=tmp_path / "art")
     assert json.loads((art / "manifest.json").read_text())["parity"]["passed"]
+
+
+def test_graph_from_other_versions_says_so(tmp_path, data):
+    """A PT2E state dict that does not fit the graph rebuilt here names the package versions
+    it was saved with (the graph's layout comes from the quantizer)."""
+    from edgeseg.compress import load_compressed, pt2e, save_compressed
+    from edgeseg.errors import CheckpointError
+
+    q = pt2e.ptq(tiny_model(), data.calibration(SIZE), input_size=SIZE)
+    path = save_compressed(q, CAMVID, SIZE, tmp_path / "q.pt",
+                           quantization={"method": "ptq", "target": "edgetpu", "backend": "pt2e"})
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["quantization"]["versions"]["torch"] == torch.__version__
+    ckpt["quantization"]["versions"]["torchao"] = "0.0.1"
+    ckpt["state_dict"].pop(next(k for k in ckpt["state_dict"] if "activation_post_process" in k))
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"do not fit.*torchao 0\.0\.1 -> "):
+        load_compressed(tmp_path / "other.pt")

@@ -119,9 +119,12 @@ class PT2EModel(torch.nn.Module):
                                  f"`edgeseg compress --target edgetpu` on a checkpoint of that size")
 
     def quantization_entry(self) -> dict:
-        """What :func:`restore` needs; goes into the checkpoint's ``quantization``."""
+        """What :func:`restore` needs; goes into the checkpoint's ``quantization``. The package
+        versions are there because the prepared graph's layout comes from the quantizer's
+        annotation: another torch / torchao / litert-torch may lay it out differently."""
         return {"backend": BACKEND, "input_size": list(self.input_size), "head": dict(self.head),
-                "per_channel": self.per_channel, "rewrites": self.rewrites, "float_shapes": self.float_shapes}
+                "per_channel": self.per_channel, "rewrites": self.rewrites, "float_shapes": self.float_shapes,
+                "versions": package_versions()}
 
     def set_observers(self, enabled: bool) -> None:
         """Observers on: quantizer ranges follow the data; off: ranges frozen."""
@@ -136,6 +139,29 @@ class PT2EModel(torch.nn.Module):
 
         *_, qpt2e = _torch_modules()
         return qpt2e.convert_pt2e(copy.deepcopy(self.graph), fold_quantize=False)
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchao", "litert-torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def mismatch_hint(entry: dict) -> str:
+    """Why a PT2E checkpoint's state dict may not fit the graph rebuilt here."""
+    saved, here = entry.get("versions") or {}, package_versions()
+    if not saved:
+        return "; the checkpoint records no package versions: re-run `edgeseg compress --target edgetpu` here"
+    diff = [f"{k} {saved.get(k)} -> {here.get(k)}" for k in here if saved.get(k) != here.get(k)]
+    return ("; it was saved with other package versions (" + ", ".join(diff) + "): the quantized graph is "
+            "laid out by the quantizer, so install those versions or re-run `edgeseg compress --target edgetpu`"
+            if diff else "")
 
 
 def prepare(model, input_size, *, head: dict | None = None, per_channel: bool = True,

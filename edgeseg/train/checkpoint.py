@@ -115,7 +115,12 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first})") from exc
+        hint = ""
+        if (ckpt.get("quantization") or {}).get("backend") == "pt2e":
+            from edgeseg.compress.pt2e import mismatch_hint
+
+            hint = mismatch_hint(ckpt["quantization"])
+        raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first}){hint}") from exc
     model.float().eval()
     return model, DatasetInfo.from_dict(ckpt["dataset"])
 
