@@ -72,8 +72,6 @@ class PT2EModel(torch.nn.Module):
     static size and the logits cropped back; a low-resolution head is upsampled
     bilinearly (what the runtime does with ``output.size``)."""
 
-    size_divisor = 32
-
     def __init__(self, graph, input_size, *, source, head: dict, per_channel: bool, rewrites: bool):
         super().__init__()
         self.graph = graph
@@ -270,7 +268,7 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
 
     from edgeseg.export.tflite import interpreter_class
     from edgeseg.metrics import ConfusionMatrix
-    from edgeseg.runtime.base import _resize_hwc, dequantize
+    from edgeseg.runtime.base import _resize_hwc, dequantize, quantize
 
     it = interpreter_class()(model_path=str(path), num_threads=int(threads))
     it.allocate_tensors()
@@ -280,8 +278,7 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
         a = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 2, 3, 1))
         scale, zp = inp["quantization"]
         if scale:
-            info = np.iinfo(inp["dtype"])
-            a = np.clip(np.round(a / scale) + zp, info.min, info.max)
+            a = quantize(a, {"scale": scale, "zero_point": zp}, np.dtype(inp["dtype"]).name)
         it.set_tensor(inp["index"], a.astype(inp["dtype"]))
         it.invoke()
         logits = dequantize(it.get_tensor(out["index"])[0], {"scale": out["quantization"][0],

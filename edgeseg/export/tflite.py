@@ -188,12 +188,6 @@ def apply_export_rewrites(module, gm, inputs, details: dict | None = None):
 
 # --- quantization + conversion ------------------------------------------------------------
 
-def torch_zeros_nhwc(h: int, w: int):
-    import torch
-
-    return torch.zeros(1, h, w, 3)
-
-
 def nchw_to_nhwc(a: np.ndarray):
     import torch
 
@@ -306,8 +300,7 @@ def _quantized_graph(qmodel, qat: dict, *, low_res_output, fused_argmax: bool, i
         raise ConfigError(f"this checkpoint was quantized with low_res_output={str(trained).lower()} and the build "
                           f"asks for {str(low_res_output).lower()}: the head is part of the trained int8 graph; "
                           f"build with low_res_output: {str(trained).lower()} or re-run `edgeseg compress`")
-    if tuple(input_size) != qmodel.input_size:
-        qmodel.check_input_size(*input_size)
+    qmodel.check_input_size(*input_size)
     gm = qmodel.converted()
     h, w = qmodel.input_size
     import torch
@@ -346,7 +339,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         with export_step("PT2E int8 graph of the quantized checkpoint (convert_pt2e)"):
             gm, quantizer, out_size = _quantized_graph(model, qat, low_res_output=low_res_output,
                                                        fused_argmax=fused_argmax, input_size=(h, w))
-        example, n_calib = torch_zeros_nhwc(h, w), 0
+        example, n_calib = nchw_to_nhwc(np.zeros((1, 3, h, w), np.float32)), 0
     else:
         with export_step("TFLite head options + NHWC wrapper"):
             module, kind = prepare_module(model, (h, w), fused_argmax=fused_argmax)

@@ -146,6 +146,12 @@ class Predictor:
         that never need the logits (the demo). The base class cannot."""
         return False
 
+    def _argmax_fusable(self) -> bool:
+        """Logits at the input size (a low-resolution head is upsampled before the argmax)
+        and class ids that fit in uint8."""
+        return (self.output_kind == "logits" and self.output_size == self.input_size
+                and len(self.manifest["classes"]) <= 256)
+
     # -- shared pre/post
 
     def preprocess(self, image_rgb: np.ndarray) -> tuple[np.ndarray, dict]:

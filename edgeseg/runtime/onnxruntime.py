@@ -49,7 +49,7 @@ class OnnxRuntimePredictor(Predictor):
         """Append ``ArgMax`` over classes and a ``Cast`` to uint8 to the ONNX graph (a new
         session from the edited model): the argmax runs in ONNX Runtime's threads and the
         output is H x W bytes. Needs the ``onnx`` package (returns False without it)."""
-        if self.output_kind != "logits" or self.output_size != self.input_size or len(self.manifest["classes"]) > 256:
+        if not self._argmax_fusable():
             return False
         try:
             import onnx

@@ -49,7 +49,7 @@ class OpenVINOPredictor(Predictor):
         it then runs in the runtime's own threads, and the output copied out per frame is
         H x W bytes instead of C x H x W floats. For logits at the input size only (a
         low-resolution head is upsampled before the argmax)."""
-        if self.output_kind != "logits" or self.output_size != self.input_size or len(self.manifest["classes"]) > 256:
+        if not self._argmax_fusable():
             return False
         import openvino as ov
         import openvino.opset13 as ops
