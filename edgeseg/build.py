@@ -308,8 +308,13 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
         failures.append(f"pixel agreement {agreement:.4f} < {min_agree} (target '{profile.name}', {precision})")
     if drop is not None and drop > max_drop:
         failures.append(f"mIoU drop {drop:.4f} > {max_drop} ({ref_miou:.4f} -> {art_miou:.4f})")
+    from edgeseg.machine import cpu_isa, cpu_model
+
+    # what really ran (OpenVINO reports its inference precision) and on which CPU
+    execution = {**pred.execution(), "cpu": cpu_model(), "isa": cpu_isa()["isa"]}
     return {
         "ran": True, "runtime": pred.runtime, "device": device or pred.device, "proxy": proxy,
+        "execution": execution,
         "reference": reference, "images": len(images), "image_source": image_source,
         "agreement": agreement, "min_agreement": min_agree, "max_abs_logit_diff": max_diff,
         "miou_reference": ref_miou, "miou_artifact": art_miou, "miou_drop": drop, "max_miou_drop": max_drop,
@@ -469,6 +474,8 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         from edgeseg.train.checkpoint import atomic_write_text
 
         atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")
+        if parity.get("execution"):
+            manifest["execution"] = parity["execution"]
         manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "reference", "agreement",
                                                          "max_abs_logit_diff", "miou_reference", "miou_artifact",
                                                          "miou_drop", "passed", "image_source") if k in parity}

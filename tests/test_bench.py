@@ -138,12 +138,18 @@ def test_single_class_model_is_flagged(work, tmp_path, capsys):
 
 
 def test_matrix_plan_and_run(work, tmp_path, capsys):
+    from edgeseg.runtime.openvino import cpu_supports_bf16
+    from edgeseg.targets import load_target, runtime_available
+
     root, data, ckpt, art = work
     rows = plan(None, None, None)
     by = {(r["target"], r["precision"]): r for r in rows}
     assert by[("onnxruntime-cpu", "fp32")]["runnable"] and by[("openvino-cpu", "fp32")]["runnable"]
     assert not by[("coral", "int8")]["runnable"] and "--data" in by[("coral", "int8")]["why"]
-    assert not by[("jetson", "fp16")]["runnable"]  # no TensorRT on this CPU machine
+    # runnable exactly where TensorRT and a GPU are (never assumed absent)
+    assert by[("jetson", "fp16")]["runnable"] == runtime_available(load_target("jetson"))[0]
+    # bf16 rows: runnable exactly where the CPU has bf16
+    assert by[("openvino-cpu", "bf16")]["runnable"] == cpu_supports_bf16()
     assert [(r["target"], r["precision"]) for r in plan(["openvino-cpu:fp32+int8"], None, data)] == \
         [("openvino-cpu", "fp32"), ("openvino-cpu", "int8")]
     out = tmp_path / "m.json"

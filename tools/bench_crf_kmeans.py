@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeseg.bench.machine import cpu_model
+from edgeseg.machine import cpu_model
 
 import cv2
 import numpy as np

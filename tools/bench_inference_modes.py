@@ -20,7 +20,7 @@ from edgeseg.data import open_dataset
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.predict import segment_image
 from edgeseg.train.checkpoint import atomic_write_text, load_model
-from edgeseg.bench.machine import cpu_model
+from edgeseg.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = [("whole", False), ("whole", True), ("tta", False), ("tta", True)]

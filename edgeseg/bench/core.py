@@ -57,8 +57,8 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     from edgeseg.bench.accuracy import accuracy_report
     from edgeseg.bench.budget import check_budget, resolve_budget
     from edgeseg.bench.latency import decode_image, measure_async, measure_latency
-    from edgeseg.bench.machine import machine_info, runtime_versions
     from edgeseg.bench.memory import measure_peak_memory
+    from edgeseg.machine import machine_info, runtime_versions
     from edgeseg.runtime.base import load_predictor, read_manifest
 
     artifact = Path(artifact)
@@ -75,6 +75,7 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     encoded, image_source = _latency_image(manifest, data, split)  # checks --data's classes early
 
     pred = load_predictor(artifact, threads=threads)
+    execution = pred.execution()
     lat = measure_latency(pred, encoded, runs=int(runs), warmup=int(warmup))
     x, _ = pred.preprocess(decode_image(encoded))
     asy = measure_async(pred, x, runs=int(async_runs or runs), threads=threads)
@@ -95,6 +96,8 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
         "runtime": manifest.get("runtime"),
         "device": manifest.get("device"),
         "precision": manifest.get("precision"),
+        # what the runtime computed in, as it reports it (OpenVINO: f32 / bf16 on the CPU)
+        "execution": execution,
         "input_size": manifest["input"]["size"],
         "image": image_source,
         "method": {"model_only": lat["method"], "runs": lat["runs"], "warmup": lat["warmup"],

@@ -154,10 +154,10 @@ def measure_latency(predictor, encoded: bytes, *, runs: int = 100, warmup: int =
 def _openvino_async(predictor, x: np.ndarray, n: int, threads: int | None) -> dict:
     import openvino as ov
 
+    from edgeseg.runtime.openvino import compile_config
+
     core = predictor.core
-    config = {"PERFORMANCE_HINT": "THROUGHPUT"}
-    if threads and predictor.device == "CPU":
-        config["INFERENCE_NUM_THREADS"] = int(threads)
+    config = compile_config(predictor.manifest, predictor.device, threads=threads, performance_hint="THROUGHPUT")
     compiled = core.compile_model(core.read_model(str(predictor.model_path())), predictor.device, config)
     jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(compiled, jobs)

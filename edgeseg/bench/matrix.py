@@ -18,7 +18,7 @@ def plan(targets=None, precisions=None, data=None) -> list[dict]:
 
     ``targets`` items are names, or ``name:prec`` / ``name:prec+prec`` to pick that target's
     precisions; ``precisions`` filters all targets."""
-    from edgeseg.targets import list_targets, load_target, runtime_available
+    from edgeseg.targets import list_targets, load_target, precision_available, runtime_available
 
     only: dict[str, set] = {}
     names = []
@@ -41,6 +41,10 @@ def plan(targets=None, precisions=None, data=None) -> list[dict]:
             row = {"target": n, "format": prof.format, "precision": prec, "runnable": ok, "why": "" if ok else why}
             if ok and prec == "int8" and data is None:
                 row.update(runnable=False, why="int8 needs --data (calibration images)")
+            elif ok:
+                prec_ok, prec_why = precision_available(prof, prec)
+                if not prec_ok:
+                    row.update(runnable=False, why=prec_why)
             out.append(row)
     return out
 

@@ -25,6 +25,17 @@ def _label(r: dict) -> str:
     return f"{r.get('target')} {r.get('precision')}"
 
 
+def execution_line(r: dict) -> str:
+    """Where and in which precision the model really ran, and the CPU's ISA: "CPU, computed in
+    f32; CPU ISA AMX" (OpenVINO reports its inference precision; other runtimes do not)."""
+    ex = r.get("execution") or {}
+    ran = str(ex.get("device") or r.get("device") or "?")
+    if ex.get("inference_precision"):
+        ran += f", computed in {ex['inference_precision']}"
+    isa = (r.get("machine") or {}).get("isa")
+    return ran + (f"; CPU ISA {isa}" if isa else "")
+
+
 # ------------------------------------------------------------------ JSON
 
 
@@ -60,6 +71,7 @@ def to_markdown(result: dict) -> str:
            f"- artifact: `{r['artifact']}`", f"- input {r['input_size'][0]}x{r['input_size'][1]}; image: {r['image']}",
            f"- machine: {m['cpu']}, {m['usable_cores']} usable cores, threads {m['threads'] or 'runtime default'}, "
            f"load average {m['load_average']}",
+           f"- ran on: {execution_line(r)}",
            f"- runtimes: " + ", ".join(f"{k} {v}" for k, v in r["runtime_versions"].items()),
            f"- model-only: {r['method']['model_only']}; {r['method']['runs']} runs after {r['method']['warmup']} warm-up",
            "", "## Latency (ms)", "", "| | p50 | p90 | p99 | mean | min | max |", "|---|---|---|---|---|---|---|"]
@@ -272,7 +284,8 @@ def to_html(result: dict, matrix: list[dict] | None = None) -> str:
          f"<p>Artifact <code>{html.escape(r['artifact'])}</code>, {html.escape(str(r.get('format')))} on "
          f"{html.escape(str(r.get('runtime')))}, input {r['input_size'][0]}x{r['input_size'][1]}; "
          f"{html.escape(r['image'])}.<br>Machine: {html.escape(m['cpu'])}, {m['usable_cores']} usable cores, threads "
-         f"{m['threads'] or 'runtime default'}, load average {m['load_average']}.<br>Model-only: "
+         f"{m['threads'] or 'runtime default'}, load average {m['load_average']}.<br>Ran on: "
+         f"{html.escape(execution_line(r))}.<br>Model-only: "
          f"{html.escape(r['method']['model_only'])}; {r['method']['runs']} runs after {r['method']['warmup']} warm-up.</p>",
          f"<p class='{'pass' if b['passed'] else 'fail'}'>Budget: {'PASSED' if b['passed'] else 'FAILED'}</p>"]
     if b["violations"]:

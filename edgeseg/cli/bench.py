@@ -19,6 +19,9 @@ def _print_result(r: dict) -> None:
     con.print(f"{r.get('model')} on {r.get('target')} ({r.get('format')}, {r.get('precision')}), input "
               f"{r['input_size'][0]}x{r['input_size'][1]}; {m['cpu']}, threads {m['threads'] or 'default'}, "
               f"load {m['load_average']}", highlight=False)
+    from edgeseg.bench.report import execution_line
+
+    con.print(f"ran on: {execution_line(r)}", highlight=False)
     t = Table(title="latency (ms)")
     for c in ("", "p50", "p90", "p99", "mean", "min", "max"):
         t.add_column(c, justify="right")

@@ -22,7 +22,7 @@ def build_cmd(
     source: Annotated[Optional[str], typer.Argument(
         help="Checkpoint file or zoo name (default: the zoo's best model).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target profile (see `edgeseg targets`).")] = ...,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8 (default: the target's).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | bf16 | int8, as the target has them (default: the target's).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Artifact folder (default: artifacts/<model>-<target>-<precision>).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder: calibration (int8) and parity images.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data for the parity check (mIoU).")] = "val",

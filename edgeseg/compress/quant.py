@@ -125,11 +125,10 @@ def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
 
 def ov_summary(ov_model, data: Data, input_size) -> dict:
     """``ConfusionMatrix.summary`` of an OpenVINO model on the validation images (padded to ``input_size``)."""
-    import openvino as ov
-
     from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.runtime.openvino import compile_on_cpu
 
-    compiled = ov.Core().compile_model(ov_model, "CPU")
+    compiled = compile_on_cpu(ov_model)
     out = compiled.outputs[0]
     cm = ConfusionMatrix(data.info.num_classes, data.info.ignore_index)
     for x, y in _padded_items(data, input_size):
@@ -185,12 +184,11 @@ def ptq_accuracy_control(model, data: Data, input_size, *, max_drop: float = 0.0
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_num_iterations, ranking_subset_size=min(len(items), 300)),
         **kwargs)
-    import openvino as ov
+    from edgeseg.runtime.openvino import compile_on_cpu
 
-    core = ov.Core()
-    fp32_miou = validate(core.compile_model(ov_model, "CPU"), items)
-    plain_miou = validate(core.compile_model(plain, "CPU"), items)
-    int8_miou = validate(core.compile_model(q, "CPU"), items)
+    fp32_miou = validate(compile_on_cpu(ov_model), items)
+    plain_miou = validate(compile_on_cpu(plain, "int8"), items)
+    int8_miou = validate(compile_on_cpu(q, "int8"), items)
     fq_after = fake_quantize_names(q)
     reverted = sorted(fq_plain - fq_after)
     return q, {

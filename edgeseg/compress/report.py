@@ -35,11 +35,10 @@ def _median_ms(fn, runs: int, warmup: int) -> dict:
 
 
 def latency_openvino(ov_model, input_size, *, runs: int, warmup: int, threads: int) -> dict:
-    import openvino as ov
+    from edgeseg.runtime.openvino import compile_on_cpu
 
-    core = ov.Core()
-    compiled = core.compile_model(ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                    "INFERENCE_NUM_THREADS": int(threads)})
+    # f32 compute for the float ops, as the openvino-cpu artifacts of these models run
+    compiled = compile_on_cpu(ov_model, PERFORMANCE_HINT="LATENCY", INFERENCE_NUM_THREADS=int(threads))
     req = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
     return _median_ms(lambda: req.infer({0: x}), runs, warmup)

@@ -71,10 +71,17 @@ def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, 
         except Exception:  # noqa: BLE001 - a broken cache entry is rebuilt
             say(f"artifact: {out} is broken: rebuilding")
     from edgeseg.build import build
+    from edgeseg.export.base import BuildError
 
     say(f"building {model} for {profile.name} ({precision}) into {out} (once; reused next time)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return build(str(model), profile.name, precision=precision, out=out, force=True)
+    try:
+        return build(str(model), profile.name, precision=precision, out=out, force=True)
+    except BuildError as exc:
+        # build's advice names build's flags; say how to get there from the demo
+        raise BuildError(f"{exc}. The demo has no --allow-drop: build the artifact yourself "
+                         f"(`edgeseg build {model} --target {profile.name} --precision {precision} --out DIR`, "
+                         f"with any flag above) and run `edgeseg demo --artifact DIR`") from exc
 
 
 __all__ = ["cache_dir", "default_target", "resolve_artifact"]

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import ConfigError, EdgesegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 URL_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -122,7 +122,11 @@ def open_source(spec) -> Source:
     """Check ``--source`` (``0``, FILE, URL or DIR) and say what it is; CaptureError when missing."""
     text = str(spec).strip()
     if text.lstrip("-").isdigit():
-        return Source(text, "camera", int(text))
+        index = int(text)
+        if index < 0:  # OpenCV 5 segfaults on VideoCapture(-1): never hand it a negative index
+            raise ConfigError(f"camera index {index} is negative: give 0 for the first camera, 1 for the next "
+                              f"(`ls /dev/video*` lists them), or a video file, URL or folder")
+        return Source(text, "camera", index)
     if text.lower().startswith(URL_PREFIXES):
         return Source(text, "url", text)
     path = Path(text).expanduser()

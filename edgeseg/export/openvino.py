@@ -7,8 +7,12 @@ compress_to_fp16=...)`` (``model.xml`` + ``model.bin``):
 
 * ``fp32``: ``compress_to_fp16=False``.
 * ``fp16``: ``compress_to_fp16=True``: weights stored as fp16 (half the file). The CPU
-  plugin decompresses them and computes in its own inference precision (fp32 on CPUs
-  without bf16/AMX); the NPU computes in fp16.
+  plugin decompresses them and computes in f32 (edgeseg's runtime sets
+  ``INFERENCE_PRECISION_HINT``); the NPU computes in fp16.
+* ``bf16``: the fp32 IR, run by the CPU plugin with ``INFERENCE_PRECISION_HINT=bf16``
+  (``openvino.inference_precision`` in the manifest). Only on a CPU that has bf16
+  (AMX / AVX-512 BF16: OpenVINO lists ``BF16`` in its capabilities); refused elsewhere,
+  where OpenVINO would silently compute f32.
 * ``int8``: ``nncf.quantize(ov_model, nncf.Dataset(calib), preset=..., subset_size=len(calib),
   target_device=...)`` on the fp32 OpenVINO model (PTQ: FakeQuantize nodes with ranges from
   the calibration images; per-channel int8 weights). ``profile.extra.nncf_preset`` picks
@@ -32,6 +36,7 @@ import numpy as np
 
 from edgeseg.errors import ConfigError, require
 from edgeseg.export.base import BuildError, ExportResult, export_step, require_calib
+from edgeseg.runtime.openvino import CPU_INFERENCE_PRECISION
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -123,10 +128,14 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     out_dir = Path(out_dir)
     if not qat:
         require_calib(precision, calib)
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
         raise BuildError(f"the openvino exporter cannot build precision '{precision}' for target '{profile.name}'")
     extra = profile.extra or {}
     device = str(profile.device or "CPU").upper()
+    if precision == "bf16":
+        from edgeseg.runtime.openvino import check_bf16
+
+        check_bf16(what=f"--precision bf16 for target '{profile.name}'")
     h, w = (int(v) for v in input_size)
     xml = out_dir / "model.xml"
     if qat:
@@ -165,7 +174,10 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
                    "size": [h, w]},
         "ir_check": ir_check,
         "openvino": {"version": ov.get_version(), "compress_to_fp16": precision == "fp16",
-                     "performance_hint": extra.get("performance_hint", "LATENCY")},
+                     "performance_hint": extra.get("performance_hint", "LATENCY"),
+                     # what the CPU plugin is told to compute in (it defaults to bf16 on AMX CPUs)
+                     "inference_precision": CPU_INFERENCE_PRECISION[precision] if device == "CPU"
+                     else None},
     }
     if quant is not None:
         details["quantization"] = quant

@@ -126,6 +126,11 @@ class Predictor:
     def infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def execution(self) -> dict:
+        """What actually runs the model here: the device and, where the runtime can say, the
+        inference precision it computes in (OpenVINO may compute an f32 model in bf16)."""
+        return {"device": self.device, "inference_precision": None}
+
     #: True where :meth:`sibling` gives more infer requests on the same compiled model
     shares_compiled_model = False
 

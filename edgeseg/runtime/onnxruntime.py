@@ -45,6 +45,10 @@ class OnnxRuntimePredictor(Predictor):
         self.providers = self.session.get_providers()
         self._input_name = self.session.get_inputs()[0].name
 
+    def execution(self) -> dict:
+        # ONNX Runtime computes a float model in the graph's own types: the CPU provider never downcasts.
+        return {"device": self.device or "cpu", "providers": list(self.providers), "inference_precision": None}
+
     def fuse_argmax(self) -> bool:
         """Append ``ArgMax`` over classes and a ``Cast`` to uint8 to the ONNX graph (a new
         session from the edited model): the argmax runs in ONNX Runtime's threads and the

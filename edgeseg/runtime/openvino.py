@@ -1,9 +1,12 @@
 """OpenVINO runtime: an ``ov.Core`` compiled model and one InferRequest.
 
 The device is the manifest's (``CPU``, ``NPU``...) unless ``device=`` overrides it; compile
-properties are ``PERFORMANCE_HINT`` (``LATENCY`` unless the manifest's
-``openvino.performance_hint`` says otherwise) and ``INFERENCE_NUM_THREADS`` when
-``threads`` is given (CPU only).
+properties (:func:`compile_config`) are ``PERFORMANCE_HINT`` (``LATENCY`` unless the
+manifest's ``openvino.performance_hint`` says otherwise), ``INFERENCE_NUM_THREADS`` when
+``threads`` is given, and on the CPU ``INFERENCE_PRECISION_HINT`` from the artifact's
+precision (:data:`CPU_INFERENCE_PRECISION`): the CPU plugin otherwise runs f32 IRs in bf16
+on CPUs with AMX or AVX-512 BF16, so an "fp32" artifact would not be fp32 there.
+:meth:`OpenVINOPredictor.execution` says what the compiled model actually runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,67 @@ import numpy as np
 
 from edgeseg.errors import ConfigError, require
 from edgeseg.runtime.base import Predictor
+
+#: The CPU plugin's INFERENCE_PRECISION_HINT for each artifact precision. fp16 IRs hold fp16
+#: weights that the CPU computes in f32; int8 IRs run their quantized ops in int8 whatever the
+#: hint, and the rest in f32 (bf16 there was 4 % faster for ENet on an AMX CPU: not worth
+#: results that differ from one CPU to the next).
+CPU_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def inference_precision(manifest: dict) -> str | None:
+    """The CPU inference precision an artifact asks for: the manifest's
+    ``openvino.inference_precision`` (written by the build), else from its precision."""
+    recorded = (manifest.get("openvino") or {}).get("inference_precision")
+    return str(recorded) if recorded else CPU_INFERENCE_PRECISION.get(str(manifest.get("precision", "fp32")))
+
+
+def cpu_supports_bf16(core=None) -> bool:
+    """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities."""
+    core = core if core is not None else require("openvino", "openvino", "the OpenVINO runtime").Core()
+    try:
+        return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:
+        return False
+
+
+def check_bf16(core=None, what: str = "a bf16 model") -> None:
+    """ConfigError when this CPU cannot run bf16 (OpenVINO would silently run f32)."""
+    if not cpu_supports_bf16(core):
+        from edgeseg.machine import cpu_model
+
+        raise ConfigError(f"{what} needs a CPU with bf16 support (AMX or AVX-512 BF16), and this one "
+                          f"({cpu_model()}) has none: use --precision fp32 or int8 here, or run on such a CPU")
+
+
+def compile_config(manifest: dict, device: str, *, threads=None, performance_hint: str | None = None) -> dict:
+    """compile_model properties for an artifact on ``device``."""
+    hint = performance_hint or (manifest.get("openvino") or {}).get("performance_hint", "LATENCY")
+    config = {"PERFORMANCE_HINT": str(hint)}
+    if device == "CPU":
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        precision = inference_precision(manifest)
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+    return config
+
+
+def compile_on_cpu(model, precision: str = "fp32", *, core=None, **properties):
+    """``compile_model(model, "CPU")`` computing as a built artifact of ``precision`` would
+    (f32 for fp32 and int8): for validation and timing outside a Predictor."""
+    core = core if core is not None else require("openvino", "openvino", "the OpenVINO runtime").Core()
+    config = {"INFERENCE_PRECISION_HINT": CPU_INFERENCE_PRECISION[precision], **properties}
+    return core.compile_model(model, "CPU", config)
+
+
+def compiled_precision(compiled) -> str | None:
+    """The inference precision a compiled model runs (``f32``, ``bf16``, ``f16``), or None
+    where the device does not say."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except (RuntimeError, AttributeError):
+        return None
 
 
 class OpenVINOPredictor(Predictor):
@@ -31,10 +95,9 @@ class OpenVINOPredictor(Predictor):
             raise ConfigError(f"OpenVINO device '{dev}' is not available here (devices: "
                               f"{', '.join(available) or 'none'}): run on a machine with one, or pass device='CPU'")
         self.device = dev
-        config = {"PERFORMANCE_HINT": str((manifest.get("openvino") or {}).get("performance_hint", "LATENCY"))}
-        if threads and dev == "CPU":
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._config = config
+        self._config = compile_config(manifest, dev, threads=threads)
+        if self._config.get("INFERENCE_PRECISION_HINT") == "bf16":
+            check_bf16(self.core, f"artifact '{artifact_dir}' (bf16)")
         self._model = self.core.read_model(str(self.model_path()))
         self._compile(self._model)
 
@@ -43,6 +106,10 @@ class OpenVINOPredictor(Predictor):
         self.compiled = self.core.compile_model(model, self.device, self._config)
         self.request = self.compiled.create_infer_request()
         self._out = self.compiled.output(0)
+
+    def execution(self) -> dict:
+        """What the compiled model runs: device and inference precision, as OpenVINO reports them."""
+        return {"device": self.device, "inference_precision": compiled_precision(self.compiled)}
 
     def fuse_argmax(self) -> bool:
         """Append the argmax over classes to the graph (OpenVINO ``TopK``, k=1, to uint8 ids):

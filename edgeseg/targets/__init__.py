@@ -174,4 +174,16 @@ def runtime_available(profile: TargetProfile) -> tuple[bool, str]:
     return (importlib.util.find_spec(f"edgeseg.runtime.{rt}") is not None, f"no runtime module '{rt}'")
 
 
-__all__ = ["TargetProfile", "load_target", "list_targets", "profile_from_dict", "runtime_available"]
+def precision_available(profile: TargetProfile, precision: str) -> tuple[bool, str]:
+    """Whether this machine can run ``precision`` of the profile (its runtime being here):
+    bf16 on the OpenVINO CPU needs a CPU with bf16 (AMX / AVX-512 BF16)."""
+    if precision == "bf16" and profile.runtime == "openvino" and str(profile.device or "CPU").upper() == "CPU":
+        from edgeseg.runtime.openvino import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            return False, "bf16 needs a CPU with bf16 support (AMX or AVX-512 BF16); this one has none"
+    return True, ""
+
+
+__all__ = ["TargetProfile", "load_target", "list_targets", "profile_from_dict", "runtime_available",
+           "precision_available"]

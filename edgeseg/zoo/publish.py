@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from edgeseg.bench.machine import cpu_model
+from edgeseg.machine import cpu_model
 from edgeseg.errors import CheckpointError
 from edgeseg.train.checkpoint import atomic_write_text, file_sha256, load_checkpoint, save_checkpoint
 from edgeseg.zoo import ZOO_DIR, half_precision_checkpoint

@@ -1,0 +1,68 @@
+"""``edgeseg doctor``: versions, CPU features, devices and what each target can do here."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+
+def _yes(v) -> str:
+    return "yes" if v else "no"
+
+
+def doctor_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Versions of every runtime and extra, CPU ISA (int8/bf16), devices each runtime sees,
+    and for every target whether it builds and runs here and what to install if not."""
+    from edgeseg.doctor import report
+
+    r = report()
+    if as_json:
+        typer.echo(json.dumps(r, indent=2, default=str))
+        return
+    echo = typer.echo
+    echo("versions")
+    for name, v in r["versions"].items():
+        echo(f"  {name:<24} {v or '-'}")
+    m = r["machine"]
+    echo("\nmachine")
+    echo(f"  cpu                      {m['cpu']} ({m['arch']})")
+    echo(f"  isa                      {m['isa']}  [{' '.join(m['flags']) or 'none of interest'}]")
+    echo(f"  int8 dot products        {_yes(m['int8_dot'])} (VNNI / AMX-INT8)")
+    echo(f"  bf16                     {_yes(m['openvino_bf16'])}"
+         + ("  (openvino-cpu --precision bf16 builds here)" if m["openvino_bf16"] else ""))
+    d = r["devices"]
+    echo("\ndevices")
+    ov = d["openvino"]
+    if ov.get("installed") and "devices" in ov:
+        echo(f"  openvino {ov['version']}: " + ", ".join(f"{k} ({v['name']})" for k, v in ov["devices"].items()))
+    else:
+        echo(f"  openvino: {ov.get('error') or 'not installed: ' + ov.get('install', '')}")
+    ort = d["onnxruntime"]
+    echo(f"  onnxruntime: {', '.join(ort['providers'])}" if ort.get("providers")
+         else f"  onnxruntime: {ort.get('error') or 'not installed'}")
+    tpu = d["edgetpu"]
+    devs = tpu["pcie_devices"] + tpu["usb_devices"]
+    echo(f"  edge tpu: libedgetpu {tpu['libedgetpu'] or 'not found'}; devices: {', '.join(devs) or 'none seen'}")
+    cu = d["cuda"]
+    echo(f"  cuda: {', '.join(cu['devices']) if cu.get('available') else 'no CUDA GPU'}; "
+         f"tensorrt {cu.get('tensorrt') or 'not installed'}")
+    echo("\ntargets")
+    for t in r["targets"]:
+        line = f"  {t['target']:<16} build {_yes(t['build']):<4} run {_yes(t['run']):<4}"
+        if t["run"]:
+            line += f" precisions {','.join(t['precisions_here'])}"
+        else:
+            line += f" ({t['why_not_run']})"
+        if t["install"]:
+            line += f"; to build: {'; '.join(t['install'])}"
+        for note in t["notes"]:
+            line += f"; {note}"
+        echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_cmd)
