@@ -164,11 +164,12 @@ def targets(edgetpu_seen: bool = False) -> list[dict]:
         run_ok, why = (False, probe["error"]) if isinstance(probe, dict) else probe
         precisions, notes = [], []
         for prec in p.precisions:
-            ok, why = precision_available(p, prec) if run_ok else (False, "")
-            if ok:
+            checked = _guard(lambda: precision_available(p, prec)) if run_ok else (False, "")
+            prec_ok, prec_why = (False, checked["error"]) if isinstance(checked, dict) else checked
+            if prec_ok:
                 precisions.append(prec)
-            elif why:
-                notes.append(f"{prec}: {why}")
+            elif prec_why:
+                notes.append(f"{prec}: {prec_why}")
         if str(p.device).lower() == "edgetpu" and run_ok and not edgetpu_seen:
             notes.append("LiteRT runs the .tflite on this CPU; no Edge TPU seen here")
         proxy = (p.extra or {}).get("parity_proxy") or (p.extra or {}).get("parity_proxy_device")

@@ -211,6 +211,17 @@ def test_bad_camera_retries_then_nonzero(work, tmp_path):
     assert not out.exists() and not [q for q in tmp_path.iterdir() if "partial" in q.name]
 
 
+def test_negative_camera_index_one_line_exit_2(work, tmp_path):
+    # OpenCV 5 segfaults on VideoCapture(-1) (exit 139): the index is refused before OpenCV sees it
+    root, art, video = work
+    p = subprocess.run([sys.executable, "-m", "edgeseg", "demo", "--artifact", str(art), "--source", "-1",
+                        "--no-window", "--record", str(tmp_path / "o.mp4")], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "camera index -1 is negative" in lines[0], p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stalled_source_watchdog(work, tmp_path):
     """A source that never delivers: the watchdog ends the run instead of hanging."""
     root, art, video = work

@@ -130,3 +130,99 @@ def test_openvino_npu_profile_builds_static_ir(setup, tmp_path):
     # the proxy: the same IR on the CPU
     _, agree = compare(model, load_predictor(tmp_path, device="CPU", threads=1), test[:1])
     assert agree > 0.99
+
+
+# -- precision means what it says: the CPU plugin runs f32 IRs in bf16 on AMX / AVX-512 BF16
+# CPUs unless told otherwise. These tests force that default path where the CPU has bf16 (and
+# prove fp32 stays f32), and check the refusal where it has none.
+
+from edgeseg.runtime.openvino import compiled_precision, cpu_supports_bf16  # noqa: E402
+
+HAS_BF16 = cpu_supports_bf16()
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 (AMX / AVX-512 BF16): OpenVINO "
+                                                     "computes f32 IRs in f32 here whatever it is told")
+
+
+@needs_bf16
+def test_fp32_stays_f32_on_a_cpu_with_bf16(setup, tmp_path):
+    import openvino as ov
+
+    model, calib, test = setup
+    result = build(model, calib, tmp_path, "openvino-cpu", "fp32")
+    assert result.details["openvino"]["inference_precision"] == "f32"
+    # the plugin's own default here is bf16: what the artifact's hint must override
+    default = ov.Core().compile_model(str(result.model_file), "CPU")
+    assert compiled_precision(default) == "bf16"
+    pred = load_predictor(tmp_path, threads=1)
+    assert pred.execution()["inference_precision"] == "f32"
+    diff, agree = compare(model, pred, test)
+    x = normalise(test[0])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    default_diff = float(np.abs(default(x)[0] - ref).max())
+    print(f"fp32 artifact: max |logit diff| {diff:.3g} (f32), {default_diff:.3g} (the plugin's bf16 default)")
+    assert diff < 1e-3 and agree > 0.999
+    assert default_diff > 10 * diff  # the default path really is another precision
+
+
+@needs_bf16
+def test_bf16_build_runs_in_bf16_and_passes_its_gate(setup, tmp_path):
+    from edgeseg.build import build as build_artifact
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    model, calib, test = setup
+    ckpt = tmp_path / "unet.pt"
+    save_checkpoint(make_checkpoint(model, CAMVID, SIZE), ckpt)
+    out = build_artifact(ckpt, "openvino-cpu", precision="bf16", out=tmp_path / "bf16")
+    import json
+
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["precision"] == "bf16" and m["openvino"]["inference_precision"] == "bf16"
+    assert m["execution"]["inference_precision"] == "bf16" and m["execution"]["isa"]
+    assert m["parity"]["passed"] and m["parity"]["agreement"] >= load_target("openvino-cpu").min_agreement("bf16")
+    pred = load_predictor(out, threads=1)
+    assert pred.execution()["inference_precision"] == "bf16"
+
+
+@pytest.mark.skipif(HAS_BF16, reason="this CPU has bf16: the refusal is checked with a stand-in below")
+def test_bf16_refused_on_this_cpu_without_bf16(setup, tmp_path):
+    model, _, _ = setup
+    with pytest.raises(ConfigError, match="needs a CPU with bf16 support"):
+        ovx.export(model, CAMVID, input_size=SIZE, precision="bf16", out_dir=tmp_path,
+                   profile=load_target("openvino-cpu"))
+
+
+def test_bf16_refused_where_the_cpu_says_it_has_none(setup, tmp_path, monkeypatch):
+    """On any CPU: with OpenVINO's capability list saying no BF16, a bf16 build and a bf16
+    artifact are refused in one line (OpenVINO would silently compute f32)."""
+    import json
+
+    import edgeseg.runtime.openvino as ovrt
+    from edgeseg.bench.matrix import plan
+
+    model, calib, _ = setup
+    build(model, calib, tmp_path, "openvino-cpu", "fp32")
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["precision"], m["openvino"]["inference_precision"] = "bf16", "bf16"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr(ovrt, "cpu_supports_bf16", lambda core=None: False)
+    with pytest.raises(ConfigError, match="needs a CPU with bf16 support"):
+        ovx.export(model, CAMVID, input_size=SIZE, precision="bf16", out_dir=tmp_path / "b",
+                   profile=load_target("openvino-cpu"))
+    with pytest.raises(ConfigError, match=r"artifact .* \(bf16\) needs a CPU with bf16 support"):
+        load_predictor(tmp_path)
+    row = next(r for r in plan(["openvino-cpu:bf16"]) if r["precision"] == "bf16")
+    assert not row["runnable"] and "bf16" in row["why"]
+
+
+def test_execution_precision_is_what_openvino_reports(setup, tmp_path):
+    """fp16 and int8 artifacts compute their float ops in f32 on every CPU (the hint), and the
+    predictor reports what the compiled model says, not what was asked."""
+    model, calib, _ = setup
+    for precision in ("fp16", "int8"):
+        out = tmp_path / precision
+        out.mkdir()
+        build(model, calib, out, "openvino-cpu", precision)
+        pred = load_predictor(out, threads=1)
+        assert pred.execution() == {"device": "CPU", "inference_precision": compiled_precision(pred.compiled)}
+        assert pred.execution()["inference_precision"] == "f32"
