@@ -519,7 +519,8 @@ def summarize(out: Path) -> dict:
     files = {p.name: p.stat().st_size for p in sorted(Path(out).iterdir()) if p.is_file()}
     return {"out": str(out), "target": m["target"], "precision": m["precision"], "format": m["format"],
             "files": files, "model_mb": files.get(m["files"]["model"], 0) / 1e6,
-            "total_mb": sum(files.values()) / 1e6, "parity": m.get("parity"), "compiler": m.get("compiler")}
+            "total_mb": sum(files.values()) / 1e6, "parity": m.get("parity"), "compiler": m.get("compiler"),
+            "execution": m.get("execution")}
 
 
 __all__ = ["build", "make_manifest", "write_manifest", "tool_versions", "check_parity", "load_calib_definition",

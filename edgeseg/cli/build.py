@@ -61,6 +61,9 @@ def build_cmd(
         typer.echo(line + ("" if p.get("passed") else "  (FAILED, kept by --allow-drop)"))
     else:
         typer.echo(f"parity: not run ({p.get('reason')})")
+    ex = s.get("execution") or {}
+    if ex.get("inference_precision"):
+        typer.echo(f"ran as: {ex['device']}, computed in {ex['inference_precision']} ({ex['cpu']}, ISA {ex['isa']})")
     c = s.get("compiler")
     if c and c.get("command"):
         cmd = f"cd {shlex.quote(s['out'])} && {c['command']}" if c.get("cwd") else c["command"]
