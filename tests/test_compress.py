@@ -45,7 +45,7 @@ def test_qat_checkpoint_round_trip(tmp_path, data):
     q, rec = qat(tiny_model(), data, img_size=SIZE, steps=1, batch_size=2)
     assert rec["steps"] == 1 and quantizer_count(q) > 0
     path = save_compressed(q, CAMVID, SIZE, tmp_path / "q.pt", quantization={"method": "qat", "target": "cpu"})
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     assert "nncf_config" in ckpt["quantization"]
     # rebuilt from config + state dict alone: no calibration data involved
     q2, info, _ = load_compressed(path)

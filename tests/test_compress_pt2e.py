@@ -54,7 +54,7 @@ def test_qat_trains_and_round_trips(tmp_path, data):
     assert fq.shape == fp.shape and not torch.equal(fp, fq)  # fake-quantized: close, not equal
     path = save_compressed(q, CAMVID, q.input_size, tmp_path / "q.pt",
                            quantization={"method": "qat", "target": "edgetpu", "backend": "pt2e"})
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["quantization"]["backend"] == "pt2e" and "nncf_config" not in ckpt["quantization"]
     # rebuilt from the registry model + state dict alone: identical outputs, no data involved
     q2, info, _ = load_compressed(path)
@@ -183,7 +183,7 @@ def test_graph_from_other_versions_says_so(tmp_path, data):
     q = pt2e.ptq(tiny_model(), data.calibration(SIZE), input_size=SIZE)
     path = save_compressed(q, CAMVID, SIZE, tmp_path / "q.pt",
                            quantization={"method": "ptq", "target": "edgetpu", "backend": "pt2e"})
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["quantization"]["versions"]["torch"] == torch.__version__
     ckpt["quantization"]["versions"]["torchao"] = "0.0.1"
     ckpt["state_dict"].pop(next(k for k in ckpt["state_dict"] if "activation_post_process" in k))

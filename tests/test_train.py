@@ -64,8 +64,8 @@ def test_resume_continues_schedule_and_log(small_data, tmp_path):
     train(TrainConfig(model="", data="", epochs=3, out="", progress=False, workers=0),
           resume=tmp_path / "resumed" / "last.pt", log=lambda *_: None)
 
-    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
-    reference = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    reference = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     assert resumed["train_state"]["epoch"] == 2
     # The schedule continues where it stopped rather than restarting.
     assert resumed["metrics"]["lr"] == pytest.approx(reference["metrics"]["lr"])
@@ -211,11 +211,11 @@ def test_same_seed_same_weights(small_data, tmp_path):
         cfg = quick_config(small_data, tmp_path / name, epochs=1, steps_per_epoch=2, scale=(0.75, 1.5),
                            color_jitter=True, rotate=10.0, seed=7)
         train(cfg, log=lambda *_: None)
-        runs.append(torch.load(tmp_path / name / "last.pt", weights_only=False)["state_dict"])
+        runs.append(torch.load(tmp_path / name / "last.pt", weights_only=True)["state_dict"])
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     other = quick_config(small_data, tmp_path / "c", epochs=1, steps_per_epoch=2, seed=8)
     train(other, log=lambda *_: None)
-    third = torch.load(tmp_path / "c" / "last.pt", weights_only=False)["state_dict"]
+    third = torch.load(tmp_path / "c" / "last.pt", weights_only=True)["state_dict"]
     assert not all(torch.equal(runs[0][k], third[k]) for k in third)
 
 

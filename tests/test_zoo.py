@@ -79,7 +79,7 @@ def test_publish_run_into_a_zoo(tiny_camvid, tmp_path, capsys):
                    log_dir=tmp_path / "logs")
     assert zoo.list_zoo(zoo_dir) == ["unet-tiny"]
     ckpt = zoo.load_zoo_checkpoint("unet-tiny", zoo_dir)
-    shipped = torch.load(zoo_dir / "unet-tiny.pt", weights_only=False)
+    shipped = torch.load(zoo_dir / "unet-tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in shipped["state_dict"].values() if v.is_floating_point())
     assert "train_state" not in shipped
     assert card["training"]["epochs_run"] == 2 and card["training"]["wall_time_s"] > 0
@@ -121,7 +121,7 @@ def test_publish_compressed_variant(tiny_camvid, tmp_path):
     c = card["compression"]
     assert c["variant"] == "int8_qat" and c["quantization"]["method"] == "qat" and c["source"] == str(src)
     assert c["val_miou_change"] == pytest.approx(card["metrics"]["val_miou"] - c["source_val_miou"])
-    shipped = torch.load(zoo_dir / "tiny-int8.pt", weights_only=False)
+    shipped = torch.load(zoo_dir / "tiny-int8.pt", weights_only=True)
     dtypes = {k.startswith("__nncf_hooks."): v.dtype for k, v in shipped["state_dict"].items() if v.is_floating_point()}
     assert dtypes == {True: torch.float32, False: torch.float16}  # quantizer scales stay fp32
     model, _, _ = load_model(zoo_dir / "tiny-int8.pt")

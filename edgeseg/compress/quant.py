@@ -22,6 +22,7 @@ import torch
 
 from edgeseg.compress._nncf import ignored_scope, module_pattern, nncf, nncf_args, target_preset
 from edgeseg.compress.common import Data, evaluate, finetune
+from edgeseg.errors import CheckpointError
 
 
 def ptq(model, calib: list[torch.Tensor], *, target: str = "cpu", ignore_names=None, ignore_patterns=None,
@@ -87,12 +88,55 @@ def asymmetric_quantizers(model) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, AsymmetricQuantizer)]
 
 
+#: The NNCF enums its QAT config holds. A checkpoint stores them as {"__enum__": class, "value": v}:
+#: plain data, loaded with ``weights_only=True`` (a pickled object could run code when loaded),
+#: and only these classes are ever rebuilt from a name.
+NNCF_ENUMS = ("nncf.common.quantization.structs.QuantizationScheme",)
+
+
+def config_to_plain(obj):
+    """NNCF's config as tensors, numbers, strings, lists, tuples and dicts only."""
+    import enum
+
+    if isinstance(obj, enum.Enum):
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        if name not in NNCF_ENUMS:
+            raise TypeError(f"NNCF config holds an enum {name} edgeseg does not know: add it to NNCF_ENUMS")
+        return {"__enum__": name, "value": obj.value}
+    if isinstance(obj, dict):
+        return {k: config_to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(config_to_plain(v) for v in obj)
+    if obj is None or type(obj) in (str, int, float, bool) or isinstance(obj, torch.Tensor):
+        return obj
+    raise TypeError(f"NNCF config holds a {type(obj).__module__}.{type(obj).__name__}, which a checkpoint "
+                    f"cannot store as plain data: add a conversion in edgeseg/compress/quant.py")
+
+
+def config_from_plain(obj):
+    """The inverse of :func:`config_to_plain` (enums only from :data:`NNCF_ENUMS`)."""
+    import importlib
+
+    if isinstance(obj, dict):
+        if set(obj) == {"__enum__", "value"}:
+            name = str(obj["__enum__"])
+            if name not in NNCF_ENUMS:
+                raise CheckpointError(f"the checkpoint's NNCF config names {name!r}, which is not an NNCF enum "
+                                      f"edgeseg restores: re-run `edgeseg compress`")
+            module, _, cls = name.rpartition(".")
+            return getattr(importlib.import_module(module), cls)(obj["value"])
+        return {k: config_from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(config_from_plain(v) for v in obj)
+    return obj
+
+
 def nncf_config(model) -> dict:
-    """What :func:`restore` needs to rebuild the quantizers (``nncf.torch.get_config``)."""
+    """What :func:`restore` needs to rebuild the quantizers (``nncf.torch.get_config``), as plain data."""
     nncf()
     import importlib
 
-    return importlib.import_module("nncf.torch").get_config(model)
+    return config_to_plain(importlib.import_module("nncf.torch").get_config(model))
 
 
 def restore(model, config: dict):
@@ -101,7 +145,7 @@ def restore(model, config: dict):
     nncf()
     import importlib
 
-    return importlib.import_module("nncf.torch").load_from_config(model, config)
+    return importlib.import_module("nncf.torch").load_from_config(model, config_from_plain(config))
 
 
 # ----------------------------------------------------------------------------- OpenVINO

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -83,8 +85,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist: give the path of a .pt file written by `edgeseg train`")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors and plain data only. A pickled object in a .pt file runs code when
+        # it is loaded; edgeseg's own checkpoints hold none (NNCF's config is stored as plain data).
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # torch names the class or function the file asked for ("... GLOBAL posix.system ...")
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if found:
+            raise CheckpointError(
+                f"checkpoint '{path}' holds Python objects ({found.group(1)}), not only tensors and plain data: edgeseg does "
+                f"not load those, since unpickling them can run code. If it is an older edgeseg checkpoint from "
+                f"a source you trust, convert it once with `python tools/upgrade_checkpoint.py {path}`"
+            ) from None
         raise CheckpointError(
             f"checkpoint '{path}' cannot be read ({type(exc).__name__}): the file is corrupt or not a "
             f"PyTorch file; re-run training or download it again"
