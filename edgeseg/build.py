@@ -353,6 +353,10 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     from edgeseg.train.checkpoint import load_model
 
     say = report.append if report is not None else (lambda s: None)
+    if threads is not None and int(threads) < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if parity_images < 1:
+        raise ConfigError(f"--parity-images must be at least 1, got {parity_images}")
     t_start = time.perf_counter()
     profile = load_target(target)
     requested = precision

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from edgeseg.errors import ConfigError
 from edgeseg.train.checkpoint import atomic_write_text, load_model
 from edgeseg.train.trainer import check_dataset, evaluate_model, pad_collate, resolve_device
 
@@ -26,6 +27,10 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     from edgeseg.data import build_eval_transform, open_dataset
     from edgeseg.metrics import boundary_f1
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {workers}")
     model, info, _ = load_model(checkpoint)
     dataset = open_dataset(data, split, fmt=data_format)
     info.check_compatible(dataset.info, f"dataset '{data}'")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_SIDE = {"tensorrt", "pydensecrf2"}  # installed on the device / on request, not in .[all]

@@ -84,6 +84,8 @@ def train_cmd(
     }
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
@@ -95,7 +97,10 @@ def train_cmd(
         settings.update(given)
         if not settings.get("model") or not settings.get("data"):
             raise ConfigError("give --model and --data (or --recipe NAME --data DIR, or --resume LAST.pt)")
-        settings.setdefault("out", f"runs/{settings['model']}")
+        if "out" not in given:  # the default folder: the next free runs/MODEL, runs/MODEL-2, ...
+            from edgeseg.train.trainer import free_run_dir
+
+            settings["out"] = free_run_dir(settings.get("out") or f"runs/{settings['model']}")
         cfg = TrainConfig.from_dict({**settings, "progress": progress})
     result = train(cfg, resume=resume, log=typer.echo)
     from edgeseg.train import distributed

@@ -52,13 +52,41 @@ def read_manifest(artifact_dir) -> dict:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"manifest '{path}' cannot be read ({exc}): rebuild the artifact") from exc
+    if not isinstance(m, dict):
+        raise ConfigError(f"manifest '{path}' is not a JSON object: rebuild the artifact with `edgeseg build`")
     for key in ("runtime", "input", "output", "files", "mean", "std"):
         if key not in m:
             raise ConfigError(f"manifest '{path}' has no '{key}': rebuild the artifact with `edgeseg build`")
     if int(m.get("format_version", 1)) > FORMAT_VERSION:
         raise ConfigError(f"manifest '{path}' has format version {m['format_version']}, newer than this "
                           f"edgeseg understands ({FORMAT_VERSION}): upgrade edgeseg")
+    _check_files(Path(artifact_dir), m, path)
+    size = (m["input"] or {}).get("size") if isinstance(m["input"], dict) else None
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 16384 for v in size)):
+        raise ConfigError(f"manifest '{path}': input.size must be two positive integers [H, W], got {size!r}: "
+                          f"rebuild the artifact with `edgeseg build`")
     return m
+
+
+def _check_files(artifact_dir: Path, m: dict, path: Path) -> None:
+    """Every file the manifest names lies inside the artifact folder (no '..', no absolute
+    path, no link out of it) and exists: a manifest from elsewhere cannot make edgeseg read
+    another file."""
+    files = m["files"]
+    if not isinstance(files, dict) or "model" not in files:
+        raise ConfigError(f"manifest '{path}' has no files.model: rebuild the artifact with `edgeseg build`")
+    root = artifact_dir.resolve()
+    for key, name in files.items():
+        if not isinstance(name, str) or not name or Path(name).is_absolute():
+            raise ConfigError(f"manifest '{path}': files.{key} must be a file name inside the artifact folder, "
+                              f"got {name!r}")
+        target = (root / name).resolve()
+        if not target.is_relative_to(root):
+            raise ConfigError(f"manifest '{path}': files.{key} '{name}' points outside the artifact folder: "
+                              f"refusing to read it; rebuild the artifact with `edgeseg build`")
+        if not target.is_file() or target.stat().st_size == 0:
+            raise ConfigError(f"artifact '{artifact_dir}' is damaged: files.{key} '{name}' is missing or empty: "
+                              f"rebuild it with `edgeseg build`")
 
 
 def quantize(x: np.ndarray, quant: dict, dtype: str) -> np.ndarray:
@@ -285,7 +313,15 @@ def load_predictor(artifact_dir, *, threads: int | None = None, device: str | No
     to run the same files elsewhere, e.g. a jetson ONNX on ``onnxruntime``)."""
     manifest = read_manifest(artifact_dir)
     module = _runtime_module(artifact_dir, manifest, runtime)
-    return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
+    try:
+        return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
+    except (EdgesegError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the runtime's own error on a damaged file: one line, not its traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"artifact '{artifact_dir}': {runtime or manifest['runtime']} cannot load "
+                          f"'{manifest['files']['model']}' ({type(exc).__name__}: {first}): the artifact is "
+                          f"damaged or from another version; rebuild it with `edgeseg build`") from exc
 
 
 def _runtime_module(artifact_dir, manifest: dict, runtime: str | None):

@@ -75,6 +75,16 @@ class TrainConfig:
             raise ConfigError(f"--lr must be a positive rate below 10, got {self.lr}")
         if self.img_size is not None and (len(self.img_size) != 2 or min(self.img_size) < 1):
             raise ConfigError(f"--img-size must be HxW with positive numbers, got {self.img_size}")
+        if self.steps_per_epoch < 0:
+            raise ConfigError(f"--steps-per-epoch must be 0 (one pass over the data) or more, got {self.steps_per_epoch}")
+        if self.val_every < 1:
+            raise ConfigError(f"--val-every must be at least 1 (validate every N epochs), got {self.val_every}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {self.workers}")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be 0 (off) or more, got {self.patience}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -84,6 +94,23 @@ class TrainConfig:
             cfg.img_size = tuple(cfg.img_size)
         cfg.scale = tuple(cfg.scale)
         return cfg
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+
+
+def holds_run(folder) -> bool:
+    """Whether ``folder`` already holds a training run (a new run there would mix with it)."""
+    return any((Path(folder) / name).exists() for name in RUN_FILES)
+
+
+def free_run_dir(base) -> str:
+    """``base``, or ``base-2``, ``base-3``... the first that holds no run (the default --out)."""
+    candidate, n = Path(base), 1
+    while holds_run(candidate):
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return str(candidate)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -253,6 +280,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         start_epoch = state["train_state"]["epoch"] + 1
         best_miou, best_epoch = state["train_state"]["best_miou"], state["train_state"]["best_epoch"]
     cfg.validate()
+    if state is None and holds_run(cfg.out):
+        raise ConfigError(f"--out '{cfg.out}' already holds a training run (last.pt / metrics.jsonl): continue it "
+                          f"with --resume {Path(cfg.out) / 'last.pt'}, or give another --out")
     # Bad names fail before any data is read.
     parse_loss_spec(cfg.loss)
     get_entry(cfg.model)
