@@ -43,6 +43,11 @@ class MissingDependencyError(EdgesegError):
         self.extra = extra
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the CLI's handler: like Ctrl-C, it unwinds through
+    every ``finally`` / ``except BaseException`` cleanup (temp folders, partial files)."""
+
+
 class DownloadError(EdgesegError):
     """A download that failed or whose checksum does not match."""
 

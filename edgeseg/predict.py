@@ -70,6 +70,21 @@ def write_png(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, lambda f: f.write(buf.tobytes()))
 
 
+def _unique_stems(paths) -> list[str]:
+    """Output stems, one per input: the file's stem, then ``stem-2``, ``stem-3``... for inputs
+    that share it (a/x.png and b/x.jpg must not overwrite each other's outputs)."""
+    used: set[str] = set()
+    stems = []
+    for p in paths:
+        stem, n = p.stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{p.stem}-{n}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
 def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5, **infer_opts) -> list[dict]:
     """Write ``<stem>_mask.png`` (class ids), ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
     paths = [Path(p) for p in images]
@@ -77,11 +92,11 @@ def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, rgb in zip(paths, decoded):
+    for path, stem, rgb in zip(paths, _unique_stems(paths), decoded):
         mask = predict_image(model, info, rgb, **infer_opts)
         color = colorize(mask, info)
-        files = {"mask": out_dir / f"{path.stem}_mask.png", "color": out_dir / f"{path.stem}_color.png",
-                 "overlay": out_dir / f"{path.stem}_overlay.png"}
+        files = {"mask": out_dir / f"{stem}_mask.png", "color": out_dir / f"{stem}_color.png",
+                 "overlay": out_dir / f"{stem}_overlay.png"}
         write_png(files["mask"], mask)
         write_png(files["color"], cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
         write_png(files["overlay"], cv2.cvtColor(overlay(rgb, color, alpha), cv2.COLOR_RGB2BGR))

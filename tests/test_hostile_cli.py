@@ -89,6 +89,9 @@ CASES = {
                                   "{root}/run"], None, 2, "already holds a training run"),
     "eval: batch size 0": (["eval", "{ckpt}", "--data", "{data}", "--batch-size", "0"], None, 2,
                            "--batch-size must be at least 1"),
+    "compress: --ignore names no module": (["compress", "{ckpt}", "--data", "{data}", "--ptq", "--ignore",
+                                            "no.such.module", "--out", "{root}/c"], None, 2,
+                                           "--ignore 'no.such.module' is not a module of the model"),
     "build: 0 threads": (["build", "{ckpt}", "--target", "onnxruntime-cpu", "--threads", "0", "--out", "{root}/b"],
                          None, 2, "--threads must be at least 1"),
 }
@@ -109,3 +112,64 @@ def test_hostile_input_one_line_nonzero_nothing_left(base, tmp_path, case):
     assert p.returncode == code, (p.returncode, p.stdout[-1000:], p.stderr[-2000:])
     assert "Traceback" not in p.stderr and len(lines) == 1 and text in lines[0], p.stderr[-2000:]
     assert sorted(p for p in root.rglob("*")) + sorted(tmp_path.rglob("*")) == before  # nothing new, nothing half
+
+
+def test_sigterm_during_build_leaves_nothing(base, tmp_path):
+    import signal
+    import time
+
+    root, data, ckpt, art = base
+    out = tmp_path / "never"
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", "build", str(ckpt), "--target", "openvino-cpu",
+                          "--out", str(out), "--parity-images", "8"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not list(tmp_path.glob(".never.build-*")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, "the build ended before its temporary folder was seen"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []  # no artifact, no hidden temporary folder
+
+
+def test_train_removes_stale_temp_files_of_a_killed_run(base, tmp_path):
+    root, data, ckpt, art = base
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.abc123.tmp").write_bytes(b"")  # what kill -9 during a checkpoint write leaves
+    p = subprocess.run([sys.executable, "-m", "edgeseg", "train", "--model", "unet", "--model-arg", "base_channels=4",
+                        "--model-arg", "depth=2", "--data", str(data), "--epochs", "1", "--batch-size", "2",
+                        "--workers", "0", "--out", str(out), "--no-progress"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not list(out.glob(".*.tmp")) and (out / "last.pt").is_file()
+
+
+def test_compress_for_the_edge_tpu_without_the_tflite_extra_says_so_at_once(base, tmp_path):
+    import time
+
+    root, data, ckpt, art = base
+    code = ("import sys; sys.modules['litert_torch'] = None\n"  # as if the [tflite] extra were not installed
+            "from edgeseg.cli.main import main\n"
+            f"sys.exit(main(['compress', {str(ckpt)!r}, '--data', {str(data)!r}, '--ptq', '--target', 'coral', "
+            f"'--out', {str(tmp_path / 'c')!r}]))\n")
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "pip install 'edgeseg[tflite]'" in lines[0], p.stderr[-2000:]
+    assert time.monotonic() - t0 < 30 and list(tmp_path.iterdir()) == []
+
+
+def test_predict_inputs_with_the_same_name_do_not_overwrite_each_other(base, tmp_path):
+    root, data, ckpt, art = base
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(data / "val" / "val_0000.png", tmp_path / sub / "x.png")
+    p = subprocess.run([sys.executable, "-m", "edgeseg", "predict", str(ckpt), str(tmp_path / "a" / "x.png"),
+                        str(tmp_path / "b" / "x.png"), "--out", str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    names = sorted(q.name for q in (tmp_path / "out").iterdir())
+    assert names == ["x-2_color.png", "x-2_mask.png", "x-2_overlay.png", "x_color.png", "x_mask.png",
+                     "x_overlay.png"]

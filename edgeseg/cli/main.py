@@ -49,13 +49,25 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (usage errors are reported by Typer itself)."""
-    from edgeseg.errors import EdgesegError
+    import signal
+    import threading
 
+    from edgeseg.errors import EdgesegError, Terminated
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app(args=argv)  # standalone: always ends in SystemExit
     except EdgesegError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except Terminated:
+        typer.echo("terminated (SIGTERM): stopped, temporary files removed", err=True)
+        return 143
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
@@ -64,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             return exc.code or 0
         typer.echo(str(exc.code), err=True)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from edgeseg.errors import CheckpointError, ConfigError
+from edgeseg.errors import CheckpointError, ConfigError, require
 
 
 def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity):
@@ -41,6 +41,24 @@ def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, ru
         if ignore or sensitivity:
             raise ConfigError("--ignore and --sensitivity work with NNCF's quantizer, not with --target edgetpu "
                               "(litert-torch's PT2E quantizer, full-integer int8 for the Edge TPU): leave them out")
+        # before any data is read or any minute is spent: the PT2E quantizer lives in the tflite extra
+        require("litert_torch", "tflite", "quantization for TFLite / the Edge TPU (--target edgetpu)")
+    elif qat or ptq or max_drop is not None:
+        require("nncf", "openvino", "int8 quantization with NNCF")
+
+
+def _check_ignore(model, ignore) -> None:
+    """Every module path given to --ignore exists in the model (a typo would otherwise be reported
+    as a layer kept in fp32). NNCF node names (with '/') and ``re:`` patterns are NNCF's to match."""
+    modules = {name for name, _ in model.named_modules() if name}
+    for item in ignore or ():
+        if not item.startswith("re:") and "/" not in item and item not in modules:
+            import difflib
+
+            close = difflib.get_close_matches(item, sorted(modules), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"--ignore '{item}' is not a module of the model{hint}: give a module path such as "
+                              f"{', '.join(sorted(m for m in modules if '.' not in m)[:5])}")
 
 
 def _split_ignore(ignore) -> tuple[list[str], list[str]]:
@@ -89,6 +107,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ConfigError(f"output folder '{out}' exists and is not empty: choose another --out or pass --force")
     model, info, ckpt = load_compressed(source)
+    _check_ignore(model, ignore)
     if ckpt.get("quantization"):
         raise CheckpointError(f"'{source}' is already int8 (quantized by `edgeseg compress`): start from the "
                               f"fp32 checkpoint")

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeseg.demo.capture import Capture, CaptureError, open_source
 from edgeseg.demo.render import MODES, Recorder, Renderer, open_window
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, Terminated
 
 _END = object()
 
@@ -300,7 +300,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
                 quit_reason = "max frames"
                 break
         ok = True
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM: a clean stop, the recording is kept
         quit_reason = "interrupted"
         ok = True
     except CaptureError:

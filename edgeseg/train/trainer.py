@@ -362,6 +362,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     out = Path(cfg.out)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # half-written checkpoints of a run that was killed (kill -9)
+            if stale.is_file():
+                stale.unlink()
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2, default=list) + "\n")
         log(f"training {cfg.model} on {cfg.data} ({len(train_set)} train / {len(val_set)} val images, "
             f"{info.num_classes} classes) at {cfg.img_size[0]}x{cfg.img_size[1]} on {device}"
