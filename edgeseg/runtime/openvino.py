@@ -21,8 +21,8 @@ from edgeseg.runtime.base import Predictor
 
 #: The CPU plugin's INFERENCE_PRECISION_HINT for each artifact precision. fp16 IRs hold fp16
 #: weights that the CPU computes in f32; int8 IRs run their quantized ops in int8 whatever the
-#: hint, and the rest in f32 (bf16 there was 4 % faster for ENet on an AMX CPU: not worth
-#: results that differ from one CPU to the next).
+#: hint, and the rest in f32 (bf16 there was a few per cent faster for ENet on an AMX CPU,
+#: tools/bench_cpu_precision.py: not worth results that differ from one CPU to the next).
 CPU_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
 
 
