@@ -153,6 +153,7 @@ def test_load_predictor_errors(tmp_path):
     with pytest.raises(ConfigError, match="manifest.json"):
         load_predictor(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest(runtime="nosuchruntime")))
+    (tmp_path / "model.bin").write_bytes(b"x")  # the file the manifest names (a missing one is its own error)
     with pytest.raises(ConfigError, match="nosuchruntime"):
         load_predictor(tmp_path)
 
@@ -160,6 +161,7 @@ def test_load_predictor_errors(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_missing_runtime_names_the_extra(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest(runtime="tensorrt")))
+    (tmp_path / "model.bin").write_bytes(b"x")
     with pytest.raises(MissingDependencyError, match=r"edgeseg\[tensorrt\]"):
         load_predictor(tmp_path)
 
