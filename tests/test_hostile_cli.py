@@ -173,3 +173,50 @@ def test_predict_inputs_with_the_same_name_do_not_overwrite_each_other(base, tmp
     names = sorted(q.name for q in (tmp_path / "out").iterdir())
     assert names == ["x-2_color.png", "x-2_mask.png", "x-2_overlay.png", "x_color.png", "x_mask.png",
                      "x_overlay.png"]
+
+
+def _run_limited(args, cwd, max_file_bytes=None):
+    """The CLI in a subprocess; with ``max_file_bytes`` every file it writes is capped there
+    (RLIMIT_FSIZE: a write past it fails with EFBIG, as a full disk fails with ENOSPC)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run([sys.executable, "-m", "edgeseg", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, preexec_fn=limit if max_file_bytes else None)
+
+
+def _one_line(p, text):
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert len(lines) == 1 and text in lines[0], p.stderr[-2000:]
+
+
+def test_report_path_that_is_a_folder_or_unwritable(base, tmp_path):
+    root, data, ckpt, art = base
+    (tmp_path / "adir").mkdir()
+    p = _run_limited(["bench", str(art), "--runs", "1", "--warmup", "0", "--memory-runs", "0",
+                      "--json", str(tmp_path / "adir")], tmp_path)
+    _one_line(p, f"'{tmp_path / 'adir'}'")
+    assert [q.name for q in tmp_path.iterdir()] == ["adir"] and not any((tmp_path / "adir").iterdir())
+    p = _run_limited(["eval", str(ckpt), "--data", str(data), "--json", "/proc/edgeseg-no/x.json"], tmp_path)
+    _one_line(p, "/proc/edgeseg-no")
+
+
+def test_full_disk_during_training_is_one_line_and_leaves_no_temp_file(base, tmp_path):
+    root, data, ckpt, art = base
+    out = tmp_path / "run"
+    p = _run_limited(["train", "--model", "enet", "--data", str(data), "--epochs", "1", "--batch-size", "2",
+                      "--workers", "0", "--out", str(out), "--no-progress"], tmp_path, max_file_bytes=100_000)
+    _one_line(p, f"cannot write '{out}")
+    assert not list(out.glob(".*.tmp")) and not (out / "best.pt").exists()
+
+
+def test_full_disk_during_predict_leaves_no_partial_image(base, tmp_path):
+    root, data, ckpt, art = base
+    out = tmp_path / "pred"
+    p = _run_limited(["predict", str(ckpt), str(data / "val" / "val_0000.png"), "--out", str(out)], tmp_path,
+                     max_file_bytes=200)
+    _one_line(p, f"cannot write '{out}")
+    assert not list(out.iterdir())  # neither a truncated PNG nor its temporary file

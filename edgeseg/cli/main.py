@@ -47,6 +47,18 @@ def _register_commands():
 _register_commands()
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system fault: which path, what the system said, what to do."""
+    import errno
+
+    where = f" '{exc.filename}'" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"cannot write{where}: {exc.strerror or 'no space left'}: free some space or write elsewhere"
+    what = exc.strerror or str(exc)
+    return f"cannot use{where}: {what}: check the path (a folder where a file is expected, a missing or " \
+           f"read-only location) and try another"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (usage errors are reported by Typer itself)."""
     import signal
@@ -65,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgesegError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except OSError as exc:  # a path that cannot be written or read, a full disk: one line, not a traceback
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
+        return 2
     except Terminated:
         typer.echo("terminated (SIGTERM): stopped, temporary files removed", err=True)
         return 143

@@ -8,6 +8,7 @@ so a crash never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -25,10 +26,18 @@ VERSION = 1
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it into place."""
+    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it into place.
+
+    Any failure (a folder at ``path``, an unwritable place, a full disk) removes the temp file
+    and raises an OSError naming ``path`` itself, which the CLI reports in one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a folder, a file name is needed", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -37,6 +46,13 @@ def atomic_write_bytes(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except RuntimeError as exc:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        first = (str(exc).strip().splitlines() or ["write failed"])[0][:200]
+        raise OSError(errno.EIO, f"writing failed ({first}); is the disk full?", str(path)) from exc
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
