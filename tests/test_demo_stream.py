@@ -125,3 +125,21 @@ def test_http_stream_gone_gives_up_nonzero(artifact, tmp_path, capsys):
     # what was shown before the stream died is kept as a complete file, and said so
     assert out.is_file() and 1 <= frame_count(out) <= 6 and "kept the recording" in err
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_flaky_stream_reconnects_a_bounded_number_of_times(artifact, tmp_path, capsys):
+    """A stream that gives 4 frames per connection and drops: --retries 2 allows two
+    reconnects in a row (none stays up long enough to count as healthy), then exit 3
+    naming the source, instead of reconnecting forever."""
+    stream = MJPEGStream(frames_per_connection=4)
+    t0 = time.monotonic()
+    try:
+        rc = main(["demo", "--artifact", str(artifact), "--source", stream.url, "--no-window", "--retries", "2",
+                   "--json", str(tmp_path / "s.json")])
+    finally:
+        stream.close()
+    err = capsys.readouterr().err
+    assert rc == 3 and time.monotonic() - t0 < 60, err
+    assert f"stream {stream.url} keeps dropping: 2 reconnects in a row" in err
+    assert "(2/2 in a row)" in err and stream.connections == 3
+    assert not (tmp_path / "s.json").exists()

@@ -15,7 +15,11 @@ returns a :class:`Source`; a missing file or folder is a :class:`CaptureError` a
 
 A live source that cannot be opened, or stops giving frames, is reopened with backoff
 (``retries`` tries, ``backoff`` seconds apart: 0.5, 1, 2 by default); after that the
-capture ends with an error that :meth:`Capture.get` raises. Reads that hang are caught
+capture ends with an error that :meth:`Capture.get` raises. Reconnects are bounded too: a
+stream that keeps dropping (a few frames per connection, then a stall) may reconnect
+``retries`` times in a row; the count starts again only after a connection stayed up for
+``healthy_after_s`` seconds, so such a stream ends with an error instead of reconnecting
+forever. Reads that hang are caught
 by the caller's timeout on :meth:`Capture.get` (the watchdog), never by waiting forever.
 """
 
@@ -153,7 +157,8 @@ class Capture:
 
     def __init__(self, source: Source, *, mode: str | None = None, retries: int = 3,
                  backoff=(0.5, 1.0, 2.0), max_frames: int | None = None, queue_size: int = 4,
-                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, log=None):
+                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, healthy_after_s: float = 10.0,
+                 log=None):
         self.source = source
         self.mode = mode or ("latest" if source.live else "all")
         if self.mode not in ("latest", "all"):
@@ -162,6 +167,7 @@ class Capture:
         self.backoff = tuple(backoff) or (0.5,)
         self.max_frames = max_frames
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
+        self.healthy_after_s = float(healthy_after_s)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.captured = 0
         self.dropped = 0
@@ -296,6 +302,7 @@ class Capture:
         self.fps = src.fps(reader)
         self._opened.set()
         index = 0
+        budget, connected_at = self.retries, time.monotonic()  # reconnects left in a row
         try:
             while not self._stop.is_set():
                 if self.max_frames is not None and index >= self.max_frames:
@@ -305,7 +312,17 @@ class Capture:
                     if not src.live:
                         break  # end of the file / folder
                     reader.release()
-                    self.log(f"{src.describe()}: no frame (disconnected?); reconnecting")
+                    reader = None
+                    if time.monotonic() - connected_at >= self.healthy_after_s:
+                        budget = self.retries  # that connection was a good one: a fresh start
+                    if budget <= 0:
+                        return self._finish(CaptureError(
+                            f"{src.describe()} keeps dropping: {self.retries} reconnects in a row, none of "
+                            f"them up for {self.healthy_after_s:g} s: check the connection (--retries sets how "
+                            f"many reconnects in a row are allowed)"))
+                    budget -= 1
+                    self.log(f"{src.describe()}: no frame (disconnected?); reconnecting "
+                             f"({self.retries - budget}/{self.retries} in a row)")
                     reader = self._open_with_retries(src.describe(), "reconnect failed")
                     if reader is None:
                         if self._stop.is_set():
@@ -314,6 +331,7 @@ class Capture:
                             f"{src.describe()} stopped giving frames and did not come back after "
                             f"{self.retries} retries: check the connection"))
                     self.reconnects += 1
+                    connected_at = time.monotonic()
                     continue
                 if img.ndim == 2:
                     img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)

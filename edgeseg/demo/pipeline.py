@@ -349,7 +349,9 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     if cfg.json_path:
         import json
 
-        Path(cfg.json_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        from edgeseg.train.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(cfg.json_path), json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -362,7 +364,8 @@ def format_summary(s: dict) -> str:
 
     fps = "n/a" if s["fps"] is None else f"{s['fps']:.2f}"
     lines = [f"demo: {s['frames']} frames from {s['source']} ({s['stopped']}), {fps} FPS, "
-             f"captured {s['captured']}, dropped {s['dropped']}, {s['workers']} worker(s)",
+             f"captured {s['captured']}, dropped {s['dropped']}, {s['workers']} worker(s)"
+             + (f", {s['reconnects']} reconnect(s)" if s.get("reconnects") else ""),
              f"  model      {p('model')}", f"  end-to-end {p('e2e')}",
              f"  pre {p('pre')}; post {p('post')}; render {p('render')}"]
     if s.get("record"):
