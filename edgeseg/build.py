@@ -10,6 +10,7 @@ compare it with the PyTorch fp32 model (``parity.json``), then rename the folder
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 from pathlib import Path
@@ -497,13 +498,19 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
         # move into place (replacing an old folder only now that the new one is complete)
-        if out.exists():
+        if out.exists() and force:
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "x")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            try:  # rename(2) onto a non-empty folder fails: a build that finished first is never replaced
+                os.rename(tmp, out)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                raise BuildError(f"output '{out}' was written by another build while this one ran: pass "
+                                 f"--force to replace it or choose another --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

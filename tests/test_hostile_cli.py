@@ -220,3 +220,23 @@ def test_full_disk_during_predict_leaves_no_partial_image(base, tmp_path):
                      max_file_bytes=200)
     _one_line(p, f"cannot write '{out}")
     assert not list(out.iterdir())  # neither a truncated PNG nor its temporary file
+
+
+def test_a_build_that_finished_first_is_never_replaced_without_force(base, tmp_path, monkeypatch):
+    import edgeseg.build as b
+    from edgeseg.export.base import BuildError
+
+    root, data, ckpt, art = base
+    out = tmp_path / "same"
+    real = b.check_parity
+
+    def other_build_finishes_meanwhile(*args, **kwargs):
+        out.mkdir()
+        (out / "manifest.json").write_text("{}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(b, "check_parity", other_build_finishes_meanwhile)
+    with pytest.raises(BuildError, match="written by another build while this one ran"):
+        b.build(ckpt, "onnxruntime-cpu", out=out)
+    assert (out / "manifest.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["same"]  # and no temporary folder left
