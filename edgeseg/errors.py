@@ -55,8 +55,24 @@ class DownloadError(EdgesegError):
 def require(module: str, extra: str, purpose: str = ""):
     """Import an optional module lazily, or raise a MissingDependencyError naming the extra."""
     import importlib
+    import importlib.util
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
+        # A signal during a long import (openvino, torch) can surface as the package's own
+        # ImportError: it is still an interruption, not a missing package.
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None:
+            if isinstance(cause, (KeyboardInterrupt, Terminated)):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        try:
+            installed = importlib.util.find_spec(module.split(".")[0]) is not None
+        except (ValueError, ImportError):
+            installed = False
+        if installed:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise EdgesegError(f"'{module}' is installed but fails to import ({first}): reinstall it with "
+                               f"`pip install --force-reinstall 'edgeseg[{extra}]'`") from exc
         raise MissingDependencyError(module, extra, purpose) from exc

@@ -114,7 +114,9 @@ def test_hostile_input_one_line_nonzero_nothing_left(base, tmp_path, case):
     assert sorted(p for p in root.rglob("*")) + sorted(tmp_path.rglob("*")) == before  # nothing new, nothing half
 
 
-def test_sigterm_during_build_leaves_nothing(base, tmp_path):
+@pytest.mark.parametrize("signame,code,text", [("SIGTERM", 143, "terminated (SIGTERM)"),
+                                               ("SIGINT", 130, "interrupted (Ctrl-C)")])
+def test_signal_during_build_leaves_nothing(base, tmp_path, signame, code, text):
     import signal
     import time
 
@@ -127,9 +129,9 @@ def test_sigterm_during_build_leaves_nothing(base, tmp_path):
     while not list(tmp_path.glob(".never.build-*")) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert p.poll() is None, "the build ended before its temporary folder was seen"
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(getattr(signal, signame))
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
+    assert p.returncode == code and text in err and "Traceback" not in err, err[-2000:]
     assert list(tmp_path.iterdir()) == []  # no artifact, no hidden temporary folder
 
 

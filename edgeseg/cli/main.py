@@ -47,6 +47,9 @@ def _register_commands():
 _register_commands()
 
 
+INTERRUPTED = "interrupted (Ctrl-C): stopped, temporary files removed"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for a file-system fault: which path, what the system said, what to do."""
     import errno
@@ -84,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("terminated (SIGTERM): stopped, temporary files removed", err=True)
         return 143
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(INTERRUPTED, err=True)
         return 130
     except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C into a silent Exit(130)
+            typer.echo(INTERRUPTED, err=True)
+            return 130
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         typer.echo(str(exc.code), err=True)
