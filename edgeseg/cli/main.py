@@ -55,11 +55,19 @@ def describe_os_error(exc: OSError) -> str:
     import errno
 
     where = f" '{exc.filename}'" if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"cannot write{where}: {exc.strerror or 'no space left'}: free some space or write elsewhere"
     what = exc.strerror or str(exc)
-    return f"cannot use{where}: {what}: check the path (a folder where a file is expected, a missing or " \
-           f"read-only location) and try another"
+    advice = {
+        errno.ENOSPC: "free some space or write elsewhere", errno.EFBIG: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EISDIR: "give a file name, not a folder",
+        errno.EEXIST: "a file is in the way where a folder is needed: give another path",
+        errno.ENOTDIR: "a file is in the way where a folder is needed: give another path",
+        errno.EACCES: "choose a place you may write to", errno.EPERM: "choose a place you may write to",
+        errno.EROFS: "the place is read-only: choose another",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "check the path and try another")
+    verb = "cannot write" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO) else "cannot use"
+    return f"{verb}{where}: {what}: {advice}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     and raises an OSError naming ``path`` itself, which the CLI reports in one line."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "it is a folder, a file name is needed", str(path))
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
