@@ -101,6 +101,11 @@ CASES = {
     "segment: k below 2": (["segment", "{data}/val/val_0000.png", "-k", "0"], None, 2, "must be an integer >= 2"),
     "models: no match": (["models", "zzz*"], None, 1, "no model matches 'zzz*'"),
     "bench: neither folder nor target": (["bench", "nope-target"], None, 2, "neither an artifact folder"),
+    "bench: a second model file missing": (["bench", "{art}", "--runs", "1"],
+                                           lambda a: (a / "model.opt.onnx").unlink(), 2,
+                                           "files.optimized 'model.opt.onnx' is missing or empty"),
+    "segment: --out under /proc": (["segment", "{data}/val/val_0000.png", "-k", "3", "--out", "/proc/edgeseg-no"],
+                                   None, 2, "cannot use '/proc/edgeseg-no"),
     "build: 0 threads": (["build", "{ckpt}", "--target", "onnxruntime-cpu", "--threads", "0", "--out", "{root}/b"],
                          None, 2, "--threads must be at least 1"),
 }
