@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.tables import JsonOpt
+
 
 def _default_source(target: str) -> str:
     try:
@@ -70,22 +72,19 @@ def build_cmd(
         typer.echo(f"compile on the device: {cmd}" if not c.get("ran") else f"compiled: {cmd}")
 
 
-def targets_cmd():
+def targets_cmd(as_json: Annotated[bool, JsonOpt] = False):
     """List target profiles: format, precisions, layout, shape, and whether the runtime runs here."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgeseg.cli.tables import emit
     from edgeseg.targets import list_targets, load_target, runtime_available
 
-    table = Table(title="targets (profiles in edgeseg/targets/*.yaml)")
-    for col in ("name", "format", "precisions", "layout", "shape", "runtime", "available here"):
-        table.add_column(col)
+    records = []
     for name in list_targets():
         p = load_target(name)
         ok, why = runtime_available(p)
-        table.add_row(name, p.format, ",".join(p.precisions), p.layout, p.shape,
-                      p.runtime + (f" ({p.device})" if p.device else ""), "yes" if ok else f"no: {why}")
-    Console(width=160).print(table)
+        records.append({"name": name, "format": p.format, "precisions": ",".join(p.precisions), "layout": p.layout,
+                        "shape": p.shape, "runtime": p.runtime + (f" ({p.device})" if p.device else ""),
+                        "available here": "yes" if ok else f"no: {why}"})
+    emit("targets (profiles in edgeseg/targets/*.yaml)", records, as_json=as_json)
 
 
 def register(app: typer.Typer) -> None:

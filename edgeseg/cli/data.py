@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
+
+from edgeseg.cli.tables import JsonOpt
 
 app = typer.Typer(
     help="Datasets: list the catalog, download one, check a dataset folder.",
@@ -21,20 +23,14 @@ def _fail(exc) -> None:
 
 
 @app.command("list")
-def list_cmd():
+def list_cmd(as_json: Annotated[bool, JsonOpt] = False):
     """Show the datasets `edgeseg data download` knows."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgeseg.cli.tables import emit
     from edgeseg.data.download import CATALOG
 
-    table = Table(title="edgeseg dataset catalog")
-    for col in ("name", "dataset", "size", "format", "checksum", "access"):
-        table.add_column(col)
-    for e in CATALOG.values():
-        table.add_row(e.name, e.title, e.size, e.format, e.checksum or "-",
-                      "direct download" if e.direct else f"login: {e.login_url}")
-    Console().print(table)
+    records = [{"name": e.name, "dataset": e.title, "size": e.size, "format": e.format, "checksum": e.checksum,
+                "access": "direct download" if e.direct else f"login: {e.login_url}"} for e in CATALOG.values()]
+    emit("edgeseg dataset catalog", records, as_json=as_json)
 
 
 @app.command("download")

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
+from edgeseg.cli.tables import JsonOpt
+
 
 def models_cmd(
     pattern: Annotated[str, typer.Argument(help="Glob on model names, e.g. '*net*'.")] = "*",
     num_classes: Annotated[int, typer.Option(help="Classes for the head.")] = 11,
     img_size: Annotated[str, typer.Option(help="Input HxW for the MAC count (rounded up to each model's stride).")] = "360x480",
+    as_json: Annotated[bool, JsonOpt] = False,
 ):
     """List registered models with params, MACs at an input size, and the paper."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgeseg.cli.tables import emit
     from edgeseg.models import count_macs, count_params, create_model, get_entry, list_models
     from edgeseg.train import parse_size
 
@@ -25,15 +26,15 @@ def models_cmd(
     if not names:
         typer.echo(f"no model matches '{pattern}'; all models: {', '.join(list_models())}", err=True)
         raise typer.Exit(1)
-    table = Table(title=f"models ({num_classes} classes, MACs at {h}x{w} rounded up to the stride)")
-    for col in ("name", "params (M)", "GMACs", "input", "stride", "paper"):
-        table.add_column(col, justify="right" if col in ("params (M)", "GMACs") else "left")
+    records = []
     for name in names:
         model = create_model(name, num_classes)
         size = (model.valid_size(h), model.valid_size(w))
-        table.add_row(name, f"{count_params(model) / 1e6:.2f}", f"{count_macs(model, size) / 1e9:.2f}",
-                      f"{size[0]}x{size[1]}", str(model.size_divisor), _paper_link(get_entry(name).paper))
-    Console().print(table)
+        records.append({"name": name, "params (M)": round(count_params(model) / 1e6, 2),
+                        "GMACs": round(count_macs(model, size) / 1e9, 2), "input": f"{size[0]}x{size[1]}",
+                        "stride": model.size_divisor, "paper": _paper_link(get_entry(name).paper)})
+    emit(f"models ({num_classes} classes, MACs at {h}x{w} rounded up to the stride)", records, as_json=as_json,
+         right=("params (M)", "GMACs"))
 
 
 def _paper_link(paper: str) -> str:

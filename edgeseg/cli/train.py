@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.tables import JsonOpt
 from edgeseg.errors import ConfigError
 
 
@@ -120,13 +121,16 @@ def _parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def recipes_cmd():
+def recipes_cmd(as_json: Annotated[bool, JsonOpt] = False):
     """List the training recipes shipped with edgeseg."""
+    from edgeseg.cli.tables import emit
     from edgeseg.recipes import list_recipes, load_recipe
 
+    records = []
     for name in list_recipes():
         r = load_recipe(name)
-        typer.echo(f"{name}: {r.get('description', '')}")
+        records.append({"name": name, "model": r.get("model"), "description": r.get("description", "")})
+    emit("training recipes", records, as_json=as_json)
 
 
 class Mode(str, Enum):

@@ -6,32 +6,31 @@ from typing import Annotated
 
 import typer
 
+from edgeseg.cli.tables import JsonOpt
+
 app = typer.Typer(help="Trained models shipped with edgeseg (load offline by name).", no_args_is_help=True)
 
 
 @app.command("list")
-def list_cmd():
+def list_cmd(as_json: Annotated[bool, JsonOpt] = False):
     """Zoo models with their val mIoU, size and input."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgeseg.cli.tables import emit
     from edgeseg.zoo import default_model_name, get_card, list_zoo
 
     names = list_zoo()
     if not names:
-        typer.echo("the zoo is empty")
+        typer.echo("[]" if as_json else "the zoo is empty")
         return
     default = default_model_name()
-    table = Table(title="edgeseg zoo")
-    for col in ("name", "model", "dataset", "val mIoU", "params (M)", "MB", "eval input"):
-        table.add_column(col, no_wrap=col in ("name", "model"))
+    records = []
     for name in names:
         c = get_card(name)
         h, w = c["eval"]["input_size"]
-        table.add_row(name + (" (default)" if name == default else ""), c["model"]["name"], c["dataset"]["name"],
-                      f"{c['metrics']['val_miou']:.4f}", f"{c['params'] / 1e6:.2f}",
-                      f"{c['weights']['bytes'] / 2**20:.1f}", f"{h}x{w}")
-    Console().print(table)
+        records.append({"name": name, "default": name == default, "model": c["model"]["name"],
+                        "dataset": c["dataset"]["name"], "val mIoU": round(c["metrics"]["val_miou"], 4),
+                        "params (M)": round(c["params"] / 1e6, 2), "MB": round(c["weights"]["bytes"] / 2**20, 1),
+                        "eval input": f"{h}x{w}"})
+    emit("edgeseg zoo", records, as_json=as_json, right=("val mIoU", "params (M)", "MB"))
 
 
 @app.command("show")
