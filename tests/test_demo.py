@@ -104,6 +104,15 @@ def test_record_alpha1_exact_colours_and_summary(work, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+def test_no_frame_rate_over_a_handful_of_frames(work, tmp_path, capsys):
+    root, art, video = work
+    js = tmp_path / "s.json"
+    assert run_cli(["--artifact", art, "--source", video, "--no-window", "--max-frames", 3, "--json", js]) == 0
+    assert json.loads(js.read_text())["fps"] is None
+    out = capsys.readouterr().out
+    assert "3 frames" in out and "n/a (under 10 frames) FPS" in out
+
+
 def test_openvino_argmax_in_graph_draws_the_same_classes(work, tmp_path):
     """On OpenVINO the demo appends the argmax to the graph (uint8 ids out); the picture must
     be exactly what the plain predictor's argmax over the logits gives."""

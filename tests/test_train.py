@@ -258,3 +258,24 @@ def test_segmenter_trains_and_builds_for_openvino(small_data, tmp_path):
                 data=small_data)
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["agreement"] > 0.999
+
+
+def test_cli_messages_tell_the_wall_time_the_files_and_the_next_step(small_data, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "run"
+    code, text, err = run_cli(["train", "--model", "unet", "--model-arg", "base_channels=4", "--data", small_data,
+                               "--epochs", "1", "--batch-size", "2", "--workers", "0", "--img-size", "64x96",
+                               "--out", out, "--no-progress"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in text.splitlines() if ln.startswith("epoch 1/1"))
+    wall, train_s, val_s = map(float, re.search(r"\[([\d.]+)s: train ([\d.]+)s, val ([\d.]+)s\]", line).groups())
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert wall >= train_s + val_s - 0.1 and record["wall_time_s"] == pytest.approx(wall, abs=0.05)
+    assert f"next: edgeseg eval {out / 'best.pt'} --data {small_data}" in text
+    code, text, err = run_cli(["predict", out / "best.pt", small_data / "val" / "val_0000.png", "--out",
+                               tmp_path / "p"], capsys)
+    assert code == 0 and "val_0000_mask.png, val_0000_color.png, val_0000_overlay.png" in text, err
+    code, text, err = run_cli(["build", out / "best.pt", "--target", "onnxruntime-cpu", "--out", tmp_path / "a"],
+                              capsys)
+    assert code == 0 and f"next: edgeseg bench {tmp_path / 'a'} --data DIR" in text, err

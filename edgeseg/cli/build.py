@@ -70,6 +70,8 @@ def build_cmd(
     if c and c.get("command"):
         cmd = f"cd {shlex.quote(s['out'])} && {c['command']}" if c.get("cwd") else c["command"]
         typer.echo(f"compile on the device: {cmd}" if not c.get("ran") else f"compiled: {cmd}")
+    data_arg = f" --data {data}" if data else " --data DIR"
+    typer.echo(f"next: edgeseg bench {s['out']}{data_arg}\n      edgeseg demo --artifact {s['out']} --source 0")
 
 
 def targets_cmd(as_json: Annotated[bool, JsonOpt] = False):

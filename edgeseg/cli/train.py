@@ -109,6 +109,9 @@ def train_cmd(
     if distributed.is_main():
         typer.echo(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']}; "
                    f"checkpoints in {result['out']}")
+        best = Path(result["out"]) / "best.pt"
+        typer.echo(f"next: edgeseg eval {best} --data {cfg.data or 'DIR'}\n      edgeseg build {best} --target openvino-cpu "
+                   f"--data {cfg.data or 'DIR'}")
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -167,7 +170,7 @@ CrfOpt = Annotated[bool, typer.Option(help="Refine with a dense CRF (slower).")]
 
 
 def eval_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt).")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
@@ -211,7 +214,7 @@ def eval_cmd(
 
 
 def predict_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt).")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     alpha: Annotated[float, typer.Option(help="Overlay opacity (0-1).")] = 0.5,
@@ -232,7 +235,8 @@ def predict_cmd(
     opts = _infer_opts(mode, tile, overlap, scales, flip, crf)
     for item in predict_files(model, info, images, out, alpha=alpha, **opts):
         top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(item["classes"].items(), key=lambda kv: -kv[1])[:3])
-        typer.echo(f"{item['image']} -> {item['mask']} ({top})")
+        typer.echo(f"{item['image']} -> {item['mask']}, {Path(item['color']).name}, {Path(item['overlay']).name} "
+                   f"({top})")
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,9 @@ from edgeseg.demo.capture import Capture, CaptureError, open_source
 from edgeseg.demo.render import MODES, Recorder, Renderer, open_window
 from edgeseg.errors import EdgesegError, Terminated
 
+#: the fewest frames the summary gives a frame rate for
+MIN_FRAMES_FOR_FPS = 10
+
 _END = object()
 
 
@@ -340,7 +343,8 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         "argmax_in_graph": predictors[0].output_kind == "classes" and manifest["output"].get("kind") == "logits",
         "preprocessing_in_graph": predictors[0].raw_input,
         "drop_frames": drop,
-        "fps": round((shown - 1) / steady, 3) if shown > 1 and steady > 0 else None,
+        # a rate over a handful of frames says nothing (3 frames once read "3142 FPS")
+        "fps": round((shown - 1) / steady, 3) if shown >= MIN_FRAMES_FOR_FPS and steady > 0 else None,
         "wall_s": round(wall, 3),
         "latency_ms": {k.removesuffix("_ms"): percentiles(v) for k, v in stats.items()},
         "record": str(saved) if saved else None,
@@ -362,7 +366,7 @@ def format_summary(s: dict) -> str:
         d = lat[k]
         return "n/a" if d["p50"] is None else f"p50 {d['p50']:.1f} / p90 {d['p90']:.1f} / p99 {d['p99']:.1f} ms"
 
-    fps = "n/a" if s["fps"] is None else f"{s['fps']:.2f}"
+    fps = f"n/a (under {MIN_FRAMES_FOR_FPS} frames)" if s["fps"] is None else f"{s['fps']:.2f}"
     lines = [f"demo: {s['frames']} frames from {s['source']} ({s['stopped']}), {fps} FPS, "
              f"captured {s['captured']}, dropped {s['dropped']}, {s['workers']} worker(s)"
              + (f", {s['reconnects']} reconnect(s)" if s.get("reconnects") else ""),

@@ -408,11 +408,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
                       "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(time.time() - t0, 2)}
             improved = False
+            t_val = time.time()
             if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
                 cm = evaluate_model(ddp_model, val_loader, info.num_classes, info.ignore_index, device, amp)
                 summary = cm.summary(info.classes)
                 record.update({"val_miou": summary["miou"], "val_pixel_accuracy": summary["pixel_accuracy"],
-                               "val_per_class_iou": summary["per_class_iou"]})
+                               "val_per_class_iou": summary["per_class_iou"],
+                               "val_time_s": round(time.time() - t_val, 2)})
                 miou = summary["miou"] or 0.0
                 improved = miou > best_miou
                 if improved:
@@ -428,11 +430,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                     save_checkpoint(make_checkpoint(model, info, cfg.img_size, **extra), out / "best.pt")
                 save_checkpoint(make_checkpoint(model, info, cfg.img_size, train_state=train_state, **extra),
                                 out / "last.pt")
+                # wall time of the whole epoch: training, validation and checkpoints
+                record["wall_time_s"] = round(time.time() - t0, 2)
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
                 val_text = f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""
+                parts = f"train {record['epoch_time_s']:.1f}s" + (
+                    f", val {record['val_time_s']:.1f}s" if "val_time_s" in record else "")
                 log(f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}{val_text}"
-                    f"{' (best)' if improved else ''} [{record['epoch_time_s']:.1f}s]")
+                    f"{' (best)' if improved else ''} [{record['wall_time_s']:.1f}s: {parts}]")
             if cfg.patience and stale >= cfg.patience:
                 if main_proc:
                     log(f"early stop: no better val mIoU for {cfg.patience} evaluations "
