@@ -447,9 +447,12 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     try:
+        from edgeseg.native_logs import captured
+
         t0 = time.perf_counter()
-        result = exporter.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
-                                 profile=profile, calib=calib_arrays, **({"qat": qat} if uses_qat else {}))
+        with captured():  # the converters' native logs (absl, MLIR, torchao...) stay off the terminal
+            result = exporter.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
+                                     profile=profile, calib=calib_arrays, **({"qat": qat} if uses_qat else {}))
         export_seconds = time.perf_counter() - t0
         quant = None
         if precision == "int8" or result.details.get("quantization"):
@@ -471,7 +474,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
         from edgeseg.export.base import export_step
 
-        with export_step(f"parity run ({profile.runtime})"):
+        with export_step(f"parity run ({profile.runtime})"), captured():
             parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
                                   image_source=image_source, threads=threads,
                                   reference=f"pytorch, the checkpoint's {'PT2E' if backend == 'pt2e' else 'NNCF'} "

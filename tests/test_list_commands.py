@@ -44,3 +44,40 @@ def test_piped_list_has_complete_rows_and_json_has_the_same(name):
         assert [r[0] for r in rows] == list_targets()
         # a reason that names an extra keeps its brackets
         assert all("pip install 'edgeseg'" not in c for r in rows for c in r)
+
+
+def test_native_logs_are_captured_unless_verbose():
+    code = ("import os\n"
+            "from edgeseg.native_logs import captured\n"
+            "with captured() as log:\n"
+            "    os.write(2, b'I0000 native noise\\n')\n"
+            "print(repr(log['text']))\n")
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert quiet.stderr == "" and "native noise" in quiet.stdout
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "EDGESEG_VERBOSE": "1"})
+    assert "native noise" in loud.stderr and loud.stdout.strip() == "''"
+
+
+def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
+    pytest.importorskip("litert_torch")
+    import torch
+
+    from edgeseg.data.info import CAMVID
+    from edgeseg.models import create_model
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    from helpers import make_camvid
+
+    data = make_camvid(tmp_path / "camvid", 2, 2, (64, 96))
+    torch.manual_seed(0)
+    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, (64, 96)),
+                    tmp_path / "t.pt")
+    p = subprocess.run([sys.executable, "-m", "edgeseg", "build", str(tmp_path / "t.pt"), "--target", "coral",
+                        "--data", str(data), "--calib-images", "2", "--parity-images", "2", "--allow-drop",
+                        "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # absl / MLIR / TFLite / torchao lines would start like these
+    noisy = [ln for ln in p.stderr.splitlines() if ln.startswith(("I0000", "W0000", "WARNING: All log", "INFO:",
+                                                                    "Failed to load"))]
+    assert noisy == [], noisy

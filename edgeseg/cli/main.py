@@ -47,6 +47,17 @@ def _register_commands():
 _register_commands()
 
 
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party native logs (TFLite, "
+                                                                   "MLIR, OpenVINO...), hidden by default.")):
+    if verbose:
+        import os
+
+        from edgeseg.native_logs import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
 INTERRUPTED = "interrupted (Ctrl-C): stopped, temporary files removed"
 
 
