@@ -226,9 +226,11 @@ def _prediction_run(predictor, images, masks, num_classes, ignore_index, ref=Non
     """Class maps, raw outputs and mIoU of ``predictor`` over ``images``."""
     from edgeseg.metrics import ConfusionMatrix
 
+    from edgeseg.progress import track
+
     cm = ConfusionMatrix(num_classes, ignore_index) if masks is not None else None
     preds, raws = [], []
-    for i, img in enumerate(images):
+    for i, img in track(list(enumerate(images)), f"parity: {predictor.runtime}"):
         x, meta = predictor.preprocess(img)
         y = predictor.infer(x)
         preds.append(predictor.postprocess(y, meta))

@@ -42,8 +42,10 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
         return _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf, infer_opts)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         collate_fn=partial(pad_collate, ignore_index=info.ignore_index, divisor=model.size_divisor))
+    from edgeseg.progress import track
+
     t0 = time.perf_counter()
-    cm = evaluate_model(model, loader, info.num_classes, info.ignore_index, dev)
+    cm = evaluate_model(model, track(loader, f"eval {split}", len(loader)), info.num_classes, info.ignore_index, dev)
     elapsed = time.perf_counter() - t0
     result = {
         "checkpoint": str(checkpoint),
@@ -77,7 +79,9 @@ def _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf
 
     cm = ConfusionMatrix(info.num_classes, info.ignore_index)
     t0 = time.perf_counter()
-    for i in range(len(dataset)):
+    from edgeseg.progress import track
+
+    for i in track(range(len(dataset)), f"eval {split} ({mode})"):
         image, mask = dataset.read(i)
         pred, _ = segment_image(model, info, image, mode=mode, crf=crf, **infer_opts)
         cm.update(pred, mask)

@@ -92,7 +92,9 @@ def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, stem, rgb in zip(paths, _unique_stems(paths), decoded):
+    from edgeseg.progress import track
+
+    for path, stem, rgb in track(list(zip(paths, _unique_stems(paths), decoded)), "predict"):
         mask = predict_image(model, info, rgb, **infer_opts)
         color = colorize(mask, info)
         files = {"mask": out_dir / f"{stem}_mask.png", "color": out_dir / f"{stem}_color.png",

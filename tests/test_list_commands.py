@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,55 @@ def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
     noisy = [ln for ln in p.stderr.splitlines() if ln.startswith(("I0000", "W0000", "WARNING: All log", "INFO:",
                                                                     "Failed to load"))]
     assert noisy == [], noisy
+
+
+def _under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp_path):
+    import torch
+
+    from edgeseg.data.info import CAMVID
+    from edgeseg.models import create_model
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    from helpers import make_camvid
+
+    data = make_camvid(tmp_path / "camvid", 2, 24, (64, 96))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "t.pt"
+    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, (64, 96)), ckpt)
+    images = [str(p) for p in sorted((data / "val").iterdir())]
+    commands = {"eval": ["eval", str(ckpt), "--data", str(data), "--batch-size", "1"],
+                "predict": ["predict", str(ckpt), *images, "--out", str(tmp_path / "p")],
+                "build (parity)": ["build", str(ckpt), "--target", "onnxruntime-cpu", "--data", str(data),
+                                   "--parity-images", "24", "--out", str(tmp_path / "a")],
+                "bench (accuracy)": ["bench", str(tmp_path / "a"), "--data", str(data), "--runs", "2",
+                                     "--warmup", "0", "--memory-runs", "0"]}
+    bars = {"eval": "eval val", "predict": "predict", "build (parity)": "parity: onnxruntime",
+            "bench (accuracy)": "accuracy: onnxruntime"}
+    for name, args in commands.items():
+        code, seen = _under_a_terminal(args, tmp_path)
+        assert code == 0, (name, seen[-2000:])
+        assert re.search(re.escape(bars[name]) + r" .*━.* \d+/24", seen), (name, seen[-3000:])  # bar and count
+    code, seen = _under_a_terminal(["--quiet", *commands["eval"]], tmp_path)
+    assert code == 0 and "eval val" not in seen and "mIoU" in seen

@@ -60,8 +60,10 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
     hist = np.zeros(256, np.int64)
     single = 0
     crf_seconds = 0.0
+    from edgeseg.progress import track
+
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
-    for i in range(n):
+    for i in track(range(n), f"accuracy: {getattr(predictor, 'runtime', 'model')}"):
         img, mask = images[i] if images is not None else ds.read(i)
         if crf:
             from edgeseg.classical.crf import dense_crf

@@ -49,13 +49,18 @@ _register_commands()
 
 @app.callback()
 def _options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party native logs (TFLite, "
-                                                                   "MLIR, OpenVINO...), hidden by default.")):
-    if verbose:
-        import os
+                                                                   "MLIR, OpenVINO...), hidden by default."),
+             quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
+    import os
 
+    if verbose:
         from edgeseg.native_logs import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
+    if quiet:
+        from edgeseg.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
 
 
 INTERRUPTED = "interrupted (Ctrl-C): stopped, temporary files removed"

@@ -27,7 +27,9 @@ def models_cmd(
         typer.echo(f"no model matches '{pattern}'; all models: {', '.join(list_models())}", err=True)
         raise typer.Exit(1)
     records = []
-    for name in names:
+    from edgeseg.progress import track
+
+    for name in track(names, "measuring models"):
         model = create_model(name, num_classes)
         size = (model.valid_size(h), model.valid_size(w))
         records.append({"name": name, "params (M)": round(count_params(model) / 1e6, 2),
