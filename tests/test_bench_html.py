@@ -57,6 +57,10 @@ def fake_result() -> dict:
 def test_html_is_self_contained():
     page = to_html(fake_result())
     assert page.count("<svg") == 3 and "art&lt;&amp;&gt;" in page
+    assert "openvino on openvino" not in page and "</code>, openvino, input 384x480" in page
+    ran = to_html({**fake_result(), "device": "CPU", "execution": {"device": "CPU", "inference_precision": "f32"},
+                   "machine": {**fake_result()["machine"], "isa": "AMX"}})
+    assert "Ran on: CPU, computed in f32; CPU ISA AMX." in ran
     assert not re.search(r"(src|href)=['\"]?https?:", page)  # no network needed
 
 

@@ -25,6 +25,12 @@ def _label(r: dict) -> str:
     return f"{r.get('target')} {r.get('precision')}"
 
 
+def _format_on_runtime(r: dict) -> str:
+    """"onnx on onnxruntime", but "openvino" once where the format and the runtime share a name."""
+    fmt, rt = str(r.get("format")), str(r.get("runtime"))
+    return fmt if fmt == rt else f"{fmt} on {rt}"
+
+
 def execution_line(r: dict) -> str:
     """Where and in which precision the model really ran, and the CPU's ISA: "CPU, computed in
     f32; CPU ISA AMX" (OpenVINO reports its inference precision; other runtimes do not)."""
@@ -281,8 +287,8 @@ def to_html(result: dict, matrix: list[dict] | None = None) -> str:
     title = f"edgeseg bench: {r.get('model')} on {r.get('target')} ({r.get('precision')})"
     p = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p>Artifact <code>{html.escape(r['artifact'])}</code>, {html.escape(str(r.get('format')))} on "
-         f"{html.escape(str(r.get('runtime')))}, input {r['input_size'][0]}x{r['input_size'][1]}; "
+         f"<p>Artifact <code>{html.escape(r['artifact'])}</code>, {html.escape(_format_on_runtime(r))}, "
+         f"input {r['input_size'][0]}x{r['input_size'][1]}; "
          f"{html.escape(r['image'])}.<br>Machine: {html.escape(m['cpu'])}, {m['usable_cores']} usable cores, threads "
          f"{m['threads'] or 'runtime default'}, load average {m['load_average']}.<br>Ran on: "
          f"{html.escape(execution_line(r))}.<br>Model-only: "
