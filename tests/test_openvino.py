@@ -150,9 +150,11 @@ def test_fp32_stays_f32_on_a_cpu_with_bf16(setup, tmp_path):
     model, calib, test = setup
     result = build(model, calib, tmp_path, "openvino-cpu", "fp32")
     assert result.details["openvino"]["inference_precision"] == "f32"
-    # the plugin's own default here is bf16: what the artifact's hint must override
+    # the plugin's own default here is bf16 (on AMX CPUs; it may stay f32 on a CPU with AVX-512
+    # BF16 alone): what the artifact's hint must override
     default = ov.Core().compile_model(str(result.model_file), "CPU")
-    assert compiled_precision(default) == "bf16"
+    if compiled_precision(default) != "bf16":
+        pytest.skip(f"OpenVINO's default on this CPU computes {compiled_precision(default)}, not bf16")
     pred = load_predictor(tmp_path, threads=1)
     assert pred.execution()["inference_precision"] == "f32"
     diff, agree = compare(model, pred, test)
