@@ -11,26 +11,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import importlib.metadata
 import json
 from pathlib import Path
 
+from edgeseg.machine import tool_versions
 from edgeseg.runtime.base import FORMAT_VERSION, MANIFEST
-
-TOOL_PACKAGES = ("edgeseg", "torch", "torchao", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
-                 "litert-torch", "ai-edge-litert", "tflite-runtime", "tensorrt")
-
-
-def tool_versions() -> dict:
-    """Versions of the installed tools that matter for an artifact."""
-    out = {}
-    for pkg in TOOL_PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
 
 def _merge(base: dict, extra: dict) -> dict:
     for k, v in (extra or {}).items():

@@ -14,30 +14,13 @@ is needed.
 from __future__ import annotations
 
 import ctypes.util
-import importlib.metadata
 import importlib.util
 import platform
 import sys
 from pathlib import Path
 
-#: distribution -> (import name, edgeseg extra that installs it; None = a core dependency)
-PACKAGES = {
-    "torch": ("torch", None),
-    "numpy": ("numpy", None),
-    "opencv-python-headless": ("cv2", None),
-    "onnx": ("onnx", None),
-    "onnxruntime": ("onnxruntime", None),
-    "albumentations": ("albumentations", None),
-    "openvino": ("openvino", "openvino"),
-    "nncf": ("nncf", "openvino"),
-    "torch-pruning": ("torch_pruning", "compress"),
-    "litert-torch": ("litert_torch", "tflite"),
-    "ai-edge-litert": ("ai_edge_litert", "tflite"),
-    "torchao": ("torchao", "tflite"),
-    "tflite-runtime": ("tflite_runtime", None),
-    "tensorrt": ("tensorrt", "tensorrt"),
-    "pytest": ("pytest", "dev"),
-}
+#: packages whose versions doctor shows besides the artifact tools (edgeseg.machine.TOOL_PACKAGES)
+MORE_PACKAGES = ("opencv-python-headless", "albumentations", "torch-pruning", "pytest")
 
 #: exporter module -> the packages a build with it needs (import name, distribution, extra)
 EXPORTER_NEEDS = {
@@ -48,18 +31,11 @@ EXPORTER_NEEDS = {
 }
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict:
-    out = {"python": sys.version.split()[0], "edgeseg": _version("edgeseg")}
-    for dist in PACKAGES:
-        out[dist] = _version(dist)
-    return out
+    """Python and every package of interest; None for those not installed."""
+    from edgeseg.machine import TOOL_PACKAGES, package_version
+
+    return {"python": sys.version.split()[0], **{d: package_version(d) for d in TOOL_PACKAGES + MORE_PACKAGES}}
 
 
 def _guard(fn):
@@ -69,6 +45,12 @@ def _guard(fn):
     except Exception as exc:  # noqa: BLE001 - any failure of a third-party probe is reported
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {"error": f"{type(exc).__name__}: {first[:200]}"}
+
+
+def _check(fn) -> tuple[bool, str]:
+    """An ``(ok, why)`` check, with a check that raises reported as not ok and why."""
+    result = _guard(fn)
+    return (False, result["error"]) if isinstance(result, dict) else result
 
 
 def openvino_devices() -> dict:
@@ -129,7 +111,9 @@ def edgetpu() -> dict:
 
 
 def cuda() -> dict:
-    out = {"tensorrt": _version("tensorrt")}
+    from edgeseg.machine import package_version
+
+    out = {"tensorrt": package_version("tensorrt")}
 
     def probe():
         import torch
@@ -160,12 +144,10 @@ def targets(edgetpu_seen: bool = False) -> list[dict]:
     for name in list_targets():
         p = load_target(name)
         missing = _missing_for_build(p.exporter)
-        probe = _guard(lambda: runtime_available(p))
-        run_ok, why = (False, probe["error"]) if isinstance(probe, dict) else probe
+        run_ok, why = _check(lambda: runtime_available(p))
         precisions, notes = [], []
         for prec in p.precisions:
-            checked = _guard(lambda: precision_available(p, prec)) if run_ok else (False, "")
-            prec_ok, prec_why = (False, checked["error"]) if isinstance(checked, dict) else checked
+            prec_ok, prec_why = _check(lambda: precision_available(p, prec)) if run_ok else (False, "")
             if prec_ok:
                 precisions.append(prec)
             elif prec_why:

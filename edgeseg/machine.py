@@ -103,11 +103,29 @@ def machine_info(threads: int | None = None) -> dict:
     }
 
 
-def runtime_versions() -> dict:
-    """Versions of edgeseg and of every installed runtime / export tool."""
-    from edgeseg.build import tool_versions
-
-    return tool_versions()
+#: the packages whose versions an artifact's manifest and a bench report record
+TOOL_PACKAGES = ("edgeseg", "torch", "torchao", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
+                 "litert-torch", "ai-edge-litert", "tflite-runtime", "tensorrt")
 
 
-__all__ = ["machine_info", "runtime_versions", "cpu_model", "cpu_flags", "cpu_isa", "ISA_FLAGS"]
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tool_versions() -> dict:
+    """Versions of the installed tools that matter for an artifact (missing ones left out)."""
+    return {pkg: v for pkg in TOOL_PACKAGES if (v := package_version(pkg)) is not None}
+
+
+#: the name bench reports use
+runtime_versions = tool_versions
+
+
+__all__ = ["machine_info", "runtime_versions", "tool_versions", "package_version", "cpu_model", "cpu_flags",
+           "cpu_isa", "ISA_FLAGS", "TOOL_PACKAGES"]

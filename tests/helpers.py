@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeseg.data.info import CAMVID
 
-__all__ = ["make_camvid", "make_camvid_sample"]
+__all__ = ["make_camvid", "make_camvid_sample", "tiny_checkpoint"]
 
 
 def make_camvid_sample(rng: np.random.Generator, size=(64, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +50,16 @@ def make_camvid(root, n_train: int = 8, n_val: int = 4, size=(64, 96), seed: int
             lines.append(f"{split}/{name} {split}annot/{name}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def tiny_checkpoint(path, size=(64, 96), seed: int = 0) -> Path:
+    """An untrained 2-level U-Net (base 4 channels) checkpoint for CamVid at ``size``: the
+    smallest real model, for tests that drive commands rather than accuracy."""
+    import torch
+
+    from edgeseg.models import create_model
+    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, size), path)
+    return Path(path)

@@ -14,23 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgeseg.build import build
-from edgeseg.data.info import CAMVID
-from edgeseg.models import create_model
-from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
 
-from helpers import make_camvid
+from helpers import make_camvid, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile-cli")
     data = make_camvid(root / "camvid", 2, 2, (64, 96))
-    torch.manual_seed(0)
-    ckpt = root / "tiny.pt"
-    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, (64, 96)), ckpt)
+    ckpt = tiny_checkpoint(root / "tiny.pt")
     art = build(ckpt, "onnxruntime-cpu", out=root / "art")
     run = root / "run"  # a finished run: a new one must not mix into it
     run.mkdir()

@@ -13,6 +13,8 @@ import pytest
 from edgeseg.targets import list_targets
 from edgeseg.zoo import list_zoo
 
+from helpers import make_camvid, tiny_checkpoint
+
 LISTS = {
     "models": ["models", "deeplab*"],
     "zoo list": ["zoo", "list"],
@@ -62,18 +64,8 @@ def test_native_logs_are_captured_unless_verbose():
 
 def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
     pytest.importorskip("litert_torch")
-    import torch
-
-    from edgeseg.data.info import CAMVID
-    from edgeseg.models import create_model
-    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
-
-    from helpers import make_camvid
-
     data = make_camvid(tmp_path / "camvid", 2, 2, (64, 96))
-    torch.manual_seed(0)
-    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, (64, 96)),
-                    tmp_path / "t.pt")
+    tiny_checkpoint(tmp_path / "t.pt")
     p = subprocess.run([sys.executable, "-m", "edgeseg", "build", str(tmp_path / "t.pt"), "--target", "coral",
                         "--data", str(data), "--calib-images", "2", "--parity-images", "2", "--allow-drop",
                         "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
@@ -107,18 +99,8 @@ def _under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
 
 
 def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp_path):
-    import torch
-
-    from edgeseg.data.info import CAMVID
-    from edgeseg.models import create_model
-    from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
-
-    from helpers import make_camvid
-
     data = make_camvid(tmp_path / "camvid", 2, 24, (64, 96))
-    torch.manual_seed(0)
-    ckpt = tmp_path / "t.pt"
-    save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, (64, 96)), ckpt)
+    ckpt = tiny_checkpoint(tmp_path / "t.pt")
     images = [str(p) for p in sorted((data / "val").iterdir())]
     commands = {"eval": ["eval", str(ckpt), "--data", str(data), "--batch-size", "1"],
                 "predict": ["predict", str(ckpt), *images, "--out", str(tmp_path / "p")],

@@ -72,9 +72,9 @@ def describe_os_error(exc: OSError) -> str:
 
     where = f" '{exc.filename}'" if exc.filename else ""
     what = exc.strerror or str(exc)
+    space = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
     advice = {
-        errno.ENOSPC: "free some space or write elsewhere", errno.EFBIG: "free some space or write elsewhere",
-        errno.EDQUOT: "free some space or write elsewhere",
+        **dict.fromkeys(space, "free some space or write elsewhere"),
         errno.EISDIR: "give a file name, not a folder",
         errno.EEXIST: "a file is in the way where a folder is needed: give another path",
         errno.ENOTDIR: "a file is in the way where a folder is needed: give another path",
@@ -82,7 +82,7 @@ def describe_os_error(exc: OSError) -> str:
         errno.EROFS: "the place is read-only: choose another",
         errno.ENOENT: "check the path",
     }.get(exc.errno, "check the path and try another")
-    verb = "cannot write" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO) else "cannot use"
+    verb = "cannot write" if exc.errno in (*space, errno.EIO) else "cannot use"
     return f"{verb}{where}: {what}: {advice}"
 
 
