@@ -42,6 +42,20 @@ def execution_line(r: dict) -> str:
     return ran + (f"; CPU ISA {isa}" if isa else "")
 
 
+def timing_note(r: dict) -> str | None:
+    """One line where end to end came out faster than model only. End to end includes the model
+    call, so on a steady machine it cannot; the two loops run one after the other
+    (edgeseg/bench/latency.py), and a change of load between them shows up like this."""
+    a, b = (r.get("latency_ms") or {}).get("p50"), (r.get("end_to_end_ms") or {}).get("p50")
+    if a is None or b is None or b >= a:
+        return None
+    m = r.get("machine") or {}
+    load = f", load average {m['load_average']}" if m.get("load_average") else ""
+    return (f"end-to-end p50 {b:.1f} ms is below model-only p50 {a:.1f} ms, which a steady machine cannot give: "
+            f"the two are timed in separate runs one after the other and the machine's load changed between them"
+            f"{load}; rerun on an idle machine, or with --threads below its {m.get('usable_cores', '?')} usable cores")
+
+
 # ------------------------------------------------------------------ JSON
 
 
@@ -83,6 +97,8 @@ def to_markdown(result: dict) -> str:
            "", "## Latency (ms)", "", "| | p50 | p90 | p99 | mean | min | max |", "|---|---|---|---|---|---|---|"]
     for name, s in (("model only", lat), ("end to end", e2e)):
         out.append(f"| {name} | " + " | ".join(_f(s[k]) for k in ("p50", "p90", "p99", "mean", "min", "max")) + " |")
+    if timing_note(r):
+        out += ["", f"**Note:** {timing_note(r)}."]
     st = r.get("stages_p50_ms") or {}
     out += ["", "End-to-end stages (p50 ms): " + ", ".join(f"{k} {_f(v)}" for k, v in st.items()), "",
             f"Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS, end to end {_f(thr['end_to_end'], '{:.1f}')} FPS, "
@@ -126,6 +142,61 @@ def matrix_markdown(rows: list[dict]) -> str:
 
 # ------------------------------------------------------------------ SVG plots
 
+# Text boxes are estimated from the font size, as a browser will lay them out: sans-serif fonts
+# (DejaVu Sans, Arial, Helvetica) advance 0.5-0.64 em per character and reach about 0.93 em above
+# the baseline and 0.24 em below it. The estimates err wide; tests/test_bench_html.py checks the
+# real layout in Chromium.
+_EM_W, _ASC, _DESC = 0.64, 0.95, 0.25
+
+
+def _text_w(s: str, size: float) -> float:
+    return len(s) * size * _EM_W
+
+
+def _tbox(x, y, s, size, anchor="start") -> tuple:
+    w = _text_w(s, size)
+    x0 = x if anchor == "start" else x - w if anchor == "end" else x - w / 2
+    return (x0, y - size * _ASC, x0 + w, y + size * _DESC)
+
+
+def _text(x, y, s, size, anchor="start", extra="") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}"'
+            + (f' text-anchor="{anchor}"' if anchor != "start" else "") + (f" {extra}" if extra else "")
+            + f">{html.escape(s)}</text>")
+
+
+class _Layout:
+    """The boxes already on a plot. :meth:`place` puts a label at the first candidate spot that
+    overlaps none of them and stays inside ``bounds`` (else at the least crowded spot)."""
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.boxes: list[tuple] = []
+
+    def add(self, box) -> None:
+        self.boxes.append(box)
+
+    def text(self, x, y, s, size, anchor="start", extra="") -> str:
+        self.add(_tbox(x, y, s, size, anchor))
+        return _text(x, y, s, size, anchor, extra)
+
+    def _free(self, b, pad=1.5) -> int:
+        return sum(b[0] < o[2] + pad and o[0] < b[2] + pad and b[1] < o[3] + pad and o[1] < b[3] + pad
+                   for o in self.boxes)
+
+    def place(self, s, size, candidates, extra="") -> str:
+        x0, y0, x1, y1 = self.bounds
+        best = None
+        for x, y, anchor in candidates:
+            b = _tbox(x, y, s, size, anchor)
+            score = (not (b[0] >= x0 and b[1] >= y0 and b[2] <= x1 and b[3] <= y1), self._free(b))
+            if best is None or score < best[0]:
+                best = (score, x, y, anchor)
+            if score == (False, 0):
+                break
+        _, x, y, anchor = best
+        return self.text(x, y, s, size, anchor, extra)
+
 
 def _nice_max(v: float) -> float:
     if v <= 0:
@@ -142,22 +213,46 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [lo + i * step for i in range(n + 1)]
 
 
-def _axes(w, h, ml, mr, mt, mb, xlo, xhi, ylo, yhi, xlabel, ylabel, xfmt="{:g}", yfmt="{:g}"):
+def _nice_range(lo: float, hi: float, n: int = 5) -> tuple[float, float, list[float], str]:
+    """(lo, hi) widened to multiples of a round step (1, 2, 2.5 or 5 x 10^k), the ticks, and
+    the tick format with just enough decimals."""
+    step = _nice_max((hi - lo) / n)
+    lo2, hi2 = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    if hi2 <= lo2:
+        hi2 = lo2 + step
+    k = round((hi2 - lo2) / step)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if abs(round(step, decimals) - step) > 1e-9 * step:  # 2.5 x 10^k
+        decimals += 1
+    return lo2, hi2, [lo2 + i * step for i in range(k + 1)], f"{{:.{decimals}f}}"
+
+
+def _axes(w, h, ml, mr, mt, mb, xlo, xhi, ylo, yhi, xlabel, ylabel, xfmt="{:g}", yfmt="{:g}", xticks=None):
+    """Frame, ticks and axis titles; returns ``(body, sx, sy, pw, ph, layout)`` with every text
+    drawn so far in ``layout``. The right margin grows to fit the last x tick's label."""
+    xticks = _ticks(xlo, xhi) if xticks is None else xticks
+    if xfmt:
+        mr = max(mr, math.ceil(_text_w(xfmt.format(xticks[-1]), 11) / 2) + 3)
     pw, ph = w - ml - mr, h - mt - mb
     sx = lambda v: ml + (v - xlo) / (xhi - xlo) * pw  # noqa: E731
     sy = lambda v: mt + ph - (v - ylo) / (yhi - ylo) * ph  # noqa: E731
+    lay = _Layout((ml, mt, ml + pw, mt + ph))
     s = [f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#888"/>']
-    for t in _ticks(xlo, xhi):
-        s.append(f'<line x1="{sx(t):.1f}" y1="{mt + ph}" x2="{sx(t):.1f}" y2="{mt + ph + 5}" stroke="#888"/>'
-                 f'<text x="{sx(t):.1f}" y="{mt + ph + 18}" font-size="11" text-anchor="middle">{xfmt.format(t)}</text>')
+    for t in xticks:
+        s.append(f'<line x1="{sx(t):.1f}" y1="{mt + ph}" x2="{sx(t):.1f}" y2="{mt + ph + 5}" stroke="#888"/>')
+        if xfmt:
+            s.append(lay.text(sx(t), mt + ph + 18, xfmt.format(t), 11, "middle"))
     for t in _ticks(ylo, yhi):
         s.append(f'<line x1="{ml - 5}" y1="{sy(t):.1f}" x2="{ml}" y2="{sy(t):.1f}" stroke="#888"/>'
-                 f'<line x1="{ml}" y1="{sy(t):.1f}" x2="{ml + pw}" y2="{sy(t):.1f}" stroke="#eee"/>'
-                 f'<text x="{ml - 8}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{yfmt.format(t)}</text>')
-    s.append(f'<text x="{ml + pw / 2}" y="{h - 6}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text>')
+                 f'<line x1="{ml}" y1="{sy(t):.1f}" x2="{ml + pw}" y2="{sy(t):.1f}" stroke="#eee"/>')
+        s.append(lay.text(ml - 8, sy(t) + 4, yfmt.format(t), 11, "end"))
+    if xlabel:
+        s.append(lay.text(ml + pw / 2, h - 6, xlabel, 12, "middle"))
+    lw = _text_w(ylabel, 12)
+    lay.add((14 - 12 * _ASC, mt + ph / 2 - lw / 2, 14 + 12 * _DESC, mt + ph / 2 + lw / 2))  # rotated
     s.append(f'<text transform="translate(14 {mt + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">'
              f'{html.escape(ylabel)}</text>')
-    return s, sx, sy, pw, ph
+    return s, sx, sy, pw, ph, lay
 
 
 def _svg(w, h, body, title, cls):
@@ -166,9 +261,25 @@ def _svg(w, h, body, title, cls):
             + "".join(body) + "</svg>")
 
 
+def _legend(lay: _Layout, x, y, items) -> str:
+    """Colour squares with labels, left to right from (x, y) (the top of the squares)."""
+    out = []
+    for label, col in items:
+        out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{col}"/>')
+        lay.add((x, y, x + 12, y + 12))
+        out.append(lay.text(x + 16, y + 10, label, 11))
+        x += 16 + _text_w(label, 11) + 12
+    return "".join(out)
+
+
+def _legend_width(items) -> float:
+    return sum(16 + _text_w(label, 11) + 12 for label, _ in items) - 12
+
+
 def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
     """mIoU (y) against end-to-end p99 latency (x), one point per result; the budget region
-    (p99 <= limit, mIoU >= min) shaded green; the fp32 reference mIoU dashed."""
+    (p99 <= limit, mIoU >= min) shaded green; the fp32 reference mIoU dashed. Labels go where
+    they overlap no other text and no point."""
     pts = [(r["end_to_end_ms"]["p99"], r.get("miou"), _label(r)) for r in results]
     lim = results[0]["budget"]["limits"]
     p99_lim, miou_lim = lim.get("p99_ms"), lim.get("min_miou")
@@ -177,25 +288,33 @@ def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
     ys = [y for _, y, _ in pts if y is not None]
     ref = next((r["reference"]["miou"] for r in results if (r.get("reference") or {}).get("miou") is not None), None)
     yhi = min(1.0, _nice_max(max(ys + ([ref] if ref else []) + ([miou_lim] if miou_lim else []) + [0.05]) * 1.15))
-    body, sx, sy, pw, ph = _axes(w, h, 56, 16, 28, 44, 0, xhi, 0, yhi, "end-to-end p99 latency (ms)", "mIoU",
-                                 yfmt="{:.2f}")
+    body, sx, sy, pw, ph, lay = _axes(w, h, 56, 16, 28, 44, 0, xhi, 0, yhi, "end-to-end p99 latency (ms)", "mIoU",
+                                      yfmt="{:.2f}")
+    title = "Accuracy vs latency" + ("" if has_acc else " (no --data: mIoU not measured)")
+    body.append(lay.text(w / 2, 18, title, 13, "middle", 'font-weight="bold"'))
     x1 = sx(min(p99_lim, xhi)) if p99_lim else sx(xhi)
     y0 = sy(min(miou_lim, yhi)) if miou_lim else sy(0)
     body.insert(1, f'<rect class="budget-region" x="{sx(0):.1f}" y="{sy(yhi):.1f}" width="{x1 - sx(0):.1f}" '
-                   f'height="{y0 - sy(yhi):.1f}" fill="#2ca02c" fill-opacity="0.15"/>'
-                   f'<text x="{sx(0) + 6:.1f}" y="{sy(yhi) + 14:.1f}" font-size="11" fill="#2a7a2a">within budget</text>')
+                   f'height="{y0 - sy(yhi):.1f}" fill="#2ca02c" fill-opacity="0.15"/>')
+    body.append(lay.text(sx(0) + 6, sy(yhi) + 14, "within budget", 11, extra='fill="#2a7a2a"'))
+    xy = [(sx(x), sy(y) if y is not None else sy(0) - 2) for x, y, _ in pts]
+    for cx, cy in xy:  # labels keep off the points
+        lay.add((cx - 7, cy - 7, cx + 7, cy + 7))
     if ref is not None:
-        body.append(f'<line x1="{sx(0)}" y1="{sy(ref):.1f}" x2="{sx(xhi)}" y2="{sy(ref):.1f}" stroke="#555" '
-                    f'stroke-dasharray="5 4"/><text x="{sx(xhi) - 4}" y="{sy(ref) - 4:.1f}" font-size="11" '
-                    f'text-anchor="end">fp32 PyTorch {ref:.3f}</text>')
-    for i, (x, y, lab) in enumerate(pts):
-        yy = sy(y) if y is not None else sy(0) - 2
+        ry, right, left = sy(ref), sx(xhi) - 4, sx(0) + 4
+        body.append(f'<line x1="{sx(0)}" y1="{ry:.1f}" x2="{sx(xhi)}" y2="{ry:.1f}" stroke="#555" '
+                    f'stroke-dasharray="5 4"/>')
+        body.append(lay.place(f"fp32 PyTorch {ref:.3f}", 11, [(right, ry - 4, "end"), (right, ry + 13, "end"),
+                                                              (left, ry - 4, "start"), (left, ry + 13, "start")]))
+    for i, ((cx, cy), (_, y, lab)) in enumerate(zip(xy, pts)):
         c = COLORS[i % len(COLORS)]
-        body.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{yy:.1f}" r="6" fill="{c}" stroke="#000"/>'
-                    f'<text x="{sx(x) + 9:.1f}" y="{yy - 8:.1f}" font-size="11">{html.escape(lab)}'
-                    f'{"" if y is not None else " (no mIoU)"}</text>')
-    title = "Accuracy vs latency" + ("" if has_acc else " (no --data: mIoU not measured)")
-    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>')
+        body.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{c}" stroke="#000"/>')
+        spots = [(cx + 9, cy - 8, "start"), (cx + 9, cy + 17, "start"), (cx - 9, cy - 8, "end"),
+                 (cx - 9, cy + 17, "end")]
+        for k in range(1, 6):  # further up and down, either side
+            spots += [(cx + 9, cy - 8 - 13 * k, "start"), (cx + 9, cy + 17 + 13 * k, "start"),
+                      (cx - 9, cy - 8 - 13 * k, "end"), (cx - 9, cy + 17 + 13 * k, "end")]
+        body.append(lay.place(lab + ("" if y is not None else " (no mIoU)"), 11, spots))
     return _svg(w, h, body, title, "accuracy-latency")
 
 
@@ -204,9 +323,16 @@ def svg_per_class(result: dict, w=720, h=360) -> str:
     per = result.get("per_class_iou") or {}
     ref = (result.get("reference") or {}).get("per_class_iou") or {}
     classes = list(per) or list(result.get("classes") or [])
-    body, sx, sy, pw, ph = _axes(w, h, 48, 16, 28, 90, 0, max(1, len(classes)), 0, 1.0, "", "IoU", xfmt="",
-                                 yfmt="{:.1f}")
-    bw = pw / max(1, len(classes))
+    n = max(1, len(classes))
+    # class names are drawn turned 40 degrees down to the right: the margins hold the longest
+    cos, sin = math.cos(math.radians(40)), math.sin(math.radians(40))
+    longest = max([_text_w(str(c), 11) for c in classes] + [0])
+    mb = max(40, math.ceil(12 + longest * sin + 11 * cos + 4))
+    last = _text_w(str(classes[-1]), 11) * cos + 11 * _ASC * sin if classes else 0
+    mr = max(16, math.ceil(last - (w - 64) / n / 2 + 3))
+    mt = 44  # the legend sits above the frame, where no bar reaches
+    body, sx, sy, pw, ph, lay = _axes(w, h, 48, mr, mt, mb, 0, n, 0, 1.0, "", "IoU", xfmt="", yfmt="{:.1f}")
+    bw = pw / n
     for i, c in enumerate(classes):
         for j, (v, col, who) in enumerate(((ref.get(c), "#999", "fp32"), (per.get(c), "#1f77b4", "deployed"))):
             if v is None:
@@ -214,50 +340,55 @@ def svg_per_class(result: dict, w=720, h=360) -> str:
             x = 48 + i * bw + bw * (0.12 + 0.38 * j)
             body.append(f'<rect class="bar {who}" x="{x:.1f}" y="{sy(v):.1f}" width="{bw * 0.36:.1f}" '
                         f'height="{sy(0) - sy(v):.1f}" fill="{col}"><title>{html.escape(c)} {who}: {v:.3f}</title></rect>')
-        body.append(f'<text transform="translate({48 + (i + 0.5) * bw:.1f} {28 + ph + 12}) rotate(40)" font-size="11">'
+        body.append(f'<text transform="translate({48 + (i + 0.5) * bw:.1f} {mt + ph + 12}) rotate(40)" font-size="11">'
                     f'{html.escape(str(c))}</text>')
     title = "Per-class IoU: fp32 source vs deployed" + ("" if per else " (no --data: not measured)")
-    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>'
-                f'<rect x="{w - 190}" y="34" width="12" height="12" fill="#999"/><text x="{w - 174}" y="44" font-size="11">fp32 PyTorch</text>'
-                f'<rect x="{w - 100}" y="34" width="12" height="12" fill="#1f77b4"/><text x="{w - 84}" y="44" font-size="11">deployed</text>')
+    items = [("fp32 PyTorch", "#999"), ("deployed", "#1f77b4")]
+    body.append(lay.text(w / 2, 18, title, 13, "middle", 'font-weight="bold"'))
+    body.append(_legend(lay, w - mr - _legend_width(items), 25, items))
     return _svg(w, h, body, title, "per-class-iou")
 
 
 def svg_histogram(result: dict, w=560, h=320, bins=30) -> str:
-    """Histograms of model-only and end-to-end latency samples, p50/p99 marked."""
+    """Histograms of model-only and end-to-end latency samples, p50/p99 marked; marker labels
+    stack where lines are close."""
     s = result.get("samples_ms") or {}
     model, e2e = s.get("model") or [], s.get("end_to_end") or []
-    allv = model + e2e
+    marks = [(result[k][q], q, col) for k, col in (("latency_ms", "#1f77b4"), ("end_to_end_ms", "#ff7f0e"))
+             for q in ("p50", "p99")]
+    allv = model + e2e + [v for v, _, _ in marks if v is not None]
     lo, hi = (min(allv), max(allv)) if allv else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1.0
+    lo, hi, xticks, xfmt = _nice_range(lo, hi)
     width = (hi - lo) / bins
 
     def counts(v):
         c = [0] * bins
         for x in v:
-            c[min(bins - 1, int((x - lo) / width))] += 1
+            c[min(bins - 1, max(0, int((x - lo) / width)))] += 1
         return c
 
     cm, ce = counts(model), counts(e2e)
-    ymax = _nice_max(max(cm + ce + [1]))
-    body, sx, sy, pw, ph = _axes(w, h, 48, 16, 28, 44, lo, hi, 0, ymax, "latency (ms)", "runs", xfmt="{:.2f}",
-                                 yfmt="{:.0f}")
+    ymax = _nice_max(max(cm + ce + [4]) * 1.25)  # head room for the marker labels; whole-number ticks
+    mt = 44  # the legend sits above the frame
+    body, sx, sy, pw, ph, lay = _axes(w, h, 48, 16, mt, 44, lo, hi, 0, ymax, "latency (ms)", "runs", xfmt=xfmt,
+                                      yfmt="{:.0f}", xticks=xticks)
     for c, col, who in ((ce, "#ff7f0e", "end-to-end"), (cm, "#1f77b4", "model")):
         for i, n in enumerate(c):
             if n:
                 x = sx(lo + i * width)
                 body.append(f'<rect class="hist {who}" x="{x:.1f}" y="{sy(n):.1f}" width="{max(1.0, pw / bins - 1):.1f}" '
                             f'height="{sy(0) - sy(n):.1f}" fill="{col}" fill-opacity="0.7"/>')
-    for key, col in (("latency_ms", "#1f77b4"), ("end_to_end_ms", "#ff7f0e")):
-        for q in ("p50", "p99"):
-            v = result[key][q]
-            body.append(f'<line x1="{sx(v):.1f}" y1="28" x2="{sx(v):.1f}" y2="{28 + ph}" stroke="{col}" stroke-dasharray="3 3"/>'
-                        f'<text x="{sx(v) + 2:.1f}" y="{40 if q == "p50" else 52}" font-size="10" fill="{col}">{q}</text>')
     title = f"Latency histogram ({len(model)} runs)"
-    body.append(f'<text x="{w / 2}" y="18" font-size="13" font-weight="bold" text-anchor="middle">{html.escape(title)}</text>'
-                f'<rect x="{w - 200}" y="34" width="12" height="12" fill="#1f77b4"/><text x="{w - 184}" y="44" font-size="11">model only</text>'
-                f'<rect x="{w - 110}" y="34" width="12" height="12" fill="#ff7f0e"/><text x="{w - 94}" y="44" font-size="11">end to end</text>')
+    items = [("model only", "#1f77b4"), ("end to end", "#ff7f0e")]
+    body.append(lay.text(w / 2, 18, title, 13, "middle", 'font-weight="bold"'))
+    body.append(_legend(lay, sx(hi) - _legend_width(items), 25, items))
+    for v, q, col in sorted((m for m in marks if m[0] is not None), key=lambda m: m[0]):
+        x = sx(v)
+        body.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + ph}" stroke="{col}" stroke-dasharray="3 3"/>')
+        spots = [spot for k in range(8) for spot in ((x + 3, mt + 12 + 12 * k, "start"), (x - 3, mt + 12 + 12 * k, "end"))]
+        body.append(lay.place(q, 10, spots, f'fill="{col}"'))
     return _svg(w, h, body, title, "latency-histogram")
 
 
@@ -304,6 +435,8 @@ def to_html(result: dict, matrix: list[dict] | None = None) -> str:
         p.append(f"<tr><td>{name}</td>" + "".join(f"<td>{_f(s[k])}</td>" for k in ("p50", "p90", "p99", "mean", "min", "max"))
                  + "</tr>")
     p.append("</table>")
+    if timing_note(r):
+        p.append(f"<div class='flag note'>Note: {html.escape(timing_note(r))}.</div>")
     p.append(f"<p>Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS; end to end {_f(thr['end_to_end'], '{:.1f}')} FPS; "
              f"parallel requests {_f(thr.get('async'), '{:.1f}')} FPS. Peak memory {_f(r['peak_memory_mb'], '{:.1f}')} MB "
              f"(fresh process). Model size {_f(r['size_mb'], '{:.3f}')} MB. mIoU {_f(r.get('miou'), '{:.4f}')}, "
@@ -340,5 +473,5 @@ def _no_samples(r):
     return None if r is None else {k: v for k, v in r.items() if k != "samples_ms"}
 
 
-__all__ = ["to_json", "write_json", "to_markdown", "to_html", "matrix_markdown", "write_reports",
+__all__ = ["timing_note", "to_json", "write_json", "to_markdown", "to_html", "matrix_markdown", "write_reports",
            "svg_accuracy_latency", "svg_per_class", "svg_histogram", "violations_table"]

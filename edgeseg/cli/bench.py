@@ -28,6 +28,10 @@ def _print_result(r: dict) -> None:
     for name, s in (("model only", lat), ("end to end", e2e)):
         t.add_row(name, *(f"{s[k]:.2f}" for k in ("p50", "p90", "p99", "mean", "min", "max")))
     con.print(t)
+    from edgeseg.bench.report import timing_note
+
+    if timing_note(r):
+        con.print(f"note: {timing_note(r)}", highlight=False, soft_wrap=True)  # one line, however long
     asy = f", parallel {thr['async']:.1f} FPS ({thr['async_requests']} requests)" if thr.get("async") else ""
     mem = f"{r['peak_memory_mb']:.1f} MB" if r.get("peak_memory_mb") is not None else "not measured"
     con.print(f"throughput: sync {thr['sync']:.1f} FPS{asy}; peak memory {mem}; size {r['size_mb']:.3f} MB",
