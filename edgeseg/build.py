@@ -180,6 +180,10 @@ def _source_entry(source, ckpt: dict) -> dict:
     for key in ("epoch", "metrics", "best_miou"):
         if key in ckpt and isinstance(ckpt[key], (int, float, str, dict)):
             entry[key] = ckpt[key]
+    from edgeseg.data.holdout import holdout_of
+
+    if holdout := holdout_of(ckpt):  # so bench scores the images training held out
+        entry["holdout"] = holdout
     return entry
 
 
@@ -198,13 +202,11 @@ def _synthetic_images(n: int, size, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _open(data, split: str):
-    from edgeseg.data import available_splits, open_dataset
+def _open(data, split: str, holdout: dict | None = None):
+    """``split`` of ``data`` (the checkpoint's held-out images for a dataset without it), or None."""
+    from edgeseg.data.holdout import open_split
 
-    splits = available_splits(data)
-    if split not in splits:
-        return None
-    return open_dataset(data, split)
+    return open_split(data, split, holdout)
 
 
 def _prediction_run(predictor, images, masks, num_classes, ignore_index, ref=None):
@@ -291,7 +293,9 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
     min_agree = profile.min_agreement(precision)
     max_drop = profile.max_miou_drop(precision)
     drop = None if ref_miou is None or art_miou is None else float(ref_miou - art_miou)
-    failures = []
+    ref_flags, art_flags = _flags(ref_cls, masks, info), _flags(art_cls, masks, info)
+    failures = [f"the artifact degenerates where the source does not: {f}"
+                for f in _new_flags(ref_flags, art_flags, info)]
     if agreement < min_agree:
         failures.append(f"pixel agreement {agreement:.4f} < {min_agree} (target '{profile.name}', {precision})")
     if drop is not None and drop > max_drop:
@@ -306,8 +310,40 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
         "reference": reference, "images": len(images), "image_source": image_source,
         "agreement": agreement, "min_agreement": min_agree, "max_abs_logit_diff": max_diff,
         "miou_reference": ref_miou, "miou_artifact": art_miou, "miou_drop": drop, "max_miou_drop": max_drop,
+        "flags": {"reference": [f["message"] for f in ref_flags[0]], "artifact": [f["message"] for f in art_flags[0]]},
         "passed": not failures, "failures": failures, "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _flags(class_maps, masks, info) -> tuple[list[dict], dict]:
+    """Degenerate-output flags of a parity run, and the pixel counts they came from."""
+    from edgeseg.metrics import class_map_counts, output_flags
+
+    c = class_map_counts(class_maps, masks, num_classes=info.num_classes, ignore_index=info.ignore_index)
+    return output_flags(c["predicted"], c["truth"], class_names=info.classes, images=c["images"],
+                        single_class_images=c["single_class_images"]), c
+
+
+def _new_flags(ref: tuple[list[dict], dict], art: tuple[list[dict], dict], info) -> list[str]:
+    """Messages of the artifact's degenerate outputs that the source does not have.
+
+    A collapsed class counts only where the source finds it on at least a tenth of the
+    class's labelled pixels, so a class the source itself barely predicts does not fail the build.
+    """
+    from edgeseg.metrics import STRUCTURAL_FLAGS
+
+    (ref_flags, ref_counts), (art_flags, _) = ref, art
+    ref_kinds = {f["kind"] for f in ref_flags}
+    names = [str(n) for n in info.classes]
+    out = []
+    for f in art_flags:
+        if f["kind"] in STRUCTURAL_FLAGS and not ref_kinds & set(STRUCTURAL_FLAGS):
+            out.append(f["message"])
+        elif f["kind"] == "collapsed" and ref_counts["truth"] is not None:
+            k = [names.index(c) for c in f["classes"]]
+            if any(ref_counts["predicted"][i] >= 0.1 * ref_counts["truth"][i] for i in k):
+                out.append(f["message"])
+    return out
 
 
 def read_files_model(artifact_dir) -> str:
@@ -392,8 +428,11 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     if calib_images is not None:
         calib_def["images"] = int(calib_images)
     calib_arrays, calib_raw, quant_calib = None, [], None
+    from edgeseg.data.holdout import holdout_of
+
+    holdout = holdout_of(ckpt)  # a dataset without a val split: the images training held out
     if data is not None and needs_calib:
-        ds = _open(data, calib_def["split"])
+        ds = _open(data, calib_def["split"], holdout)
         if ds is None:
             raise ConfigError(f"dataset '{data}' has no '{calib_def['split']}' split for calibration: "
                               f"set split in the calibration definition")
@@ -412,7 +451,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
     images, masks, image_source = None, None, None
     if data is not None:
-        vds = _open(data, split)
+        vds = _open(data, split, holdout)
         if vds is not None and len(vds):
             info.check_compatible(vds.info, f"dataset '{data}'")
             pairs = [vds.read(i) for i in range(min(parity_images, len(vds)))]
@@ -422,7 +461,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
             images = calib_raw[:parity_images]
             image_source = f"{len(images)} calibration images of {data} (no '{split}' split)"
         else:
-            tds = _open(data, calib_def["split"])
+            tds = _open(data, calib_def["split"], holdout)
             if tds is not None and len(tds):
                 images = [tds.read(i)[0] for i in range(min(parity_images, len(tds)))]
                 image_source = f"{len(images)} '{calib_def['split']}' images of {data} (no '{split}' split)"
@@ -473,7 +512,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
             manifest["execution"] = parity["execution"]
         manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "reference", "agreement",
                                                          "max_abs_logit_diff", "miou_reference", "miou_artifact",
-                                                         "miou_drop", "passed", "image_source") if k in parity}
+                                                         "miou_drop", "flags", "passed", "image_source") if k in parity}
         manifest["parity"]["file"] = "parity.json"
         manifest["build_seconds"] = round(time.perf_counter() - t_start, 3)
         write_manifest(tmp, manifest)
@@ -508,6 +547,9 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         say(f"note: {proxy}")
     if not parity.get("ran"):
         say(f"parity not run: {parity.get('reason')}")
+    for flag in (parity.get("flags") or {}).get("reference") or []:
+        say(f"warning: the source model is degenerate on the parity images ({flag}): parity only shows the "
+            f"artifact matches it; train longer or check the labels (edgeseg data check)")
     log.info("built %s", out)
     return out
 

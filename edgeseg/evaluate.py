@@ -24,15 +24,15 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     so the numbers are those of the original resolution. ``mode`` (tile, tta) and ``crf``
     select the inference of :func:`edgeseg.predict.segment_image`, image by image.
     """
-    from edgeseg.data import build_eval_transform, open_dataset
+    from edgeseg.data import build_eval_transform
     from edgeseg.metrics import boundary_f1
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
         raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {workers}")
-    model, info, _ = load_model(checkpoint)
-    dataset = open_dataset(data, split, fmt=data_format)
+    model, info, ckpt = load_model(checkpoint)
+    dataset, held_out = _open(data, split, data_format, ckpt)
     info.check_compatible(dataset.info, f"dataset '{data}'")
     check_dataset(dataset, f"{data}/{split}")
     dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
@@ -54,8 +54,11 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
         "split": split,
         "images": len(dataset),
         **cm.summary(info.classes),
+        "flags": confusion_flags(cm, info.classes),
         "seconds": round(elapsed, 3),
     }
+    if held_out:
+        result["held_out"] = "the images the checkpoint's training held out (the dataset has no such split)"
     if boundary_tolerance is not None:
         scores = []
         with torch.no_grad():
@@ -67,6 +70,29 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
         result["boundary_f1"] = float(sum(scores) / len(scores))
         result["boundary_tolerance_px"] = boundary_tolerance
     return result
+
+
+def _open(data, split: str, data_format: str, ckpt: dict):
+    """``split`` of ``data``; for a dataset without it, the images the checkpoint's training held out."""
+    from edgeseg.data import available_splits, open_dataset
+    from edgeseg.data.holdout import holdout_of, open_split
+
+    holdout = holdout_of(ckpt)
+    if holdout is None:
+        return open_dataset(data, split, fmt=data_format), False
+    ds = open_split(data, split, holdout, fmt=data_format)
+    if ds is None:
+        raise ConfigError(f"dataset '{data}' has no split '{split}' (splits: "
+                          f"{', '.join(available_splits(data, data_format)) or 'none'}, and '{holdout.get('split', 'val')}' "
+                          f"held out in training): pick one with --split")
+    return ds, split == holdout.get("split", "val") and split not in available_splits(data, data_format)
+
+
+def confusion_flags(cm, class_names) -> list[str]:
+    """Degenerate-output warnings from a confusion matrix (labelled pixels only)."""
+    from edgeseg.metrics import output_flags
+
+    return [f["message"] for f in output_flags(cm.matrix.sum(0), cm.matrix.sum(1), class_names=class_names)]
 
 
 def write_json(result: dict, path) -> None:
@@ -88,4 +114,5 @@ def _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf
     elapsed = time.perf_counter() - t0
     return {"checkpoint": str(checkpoint), "model": model.model_name, "data": str(data), "split": split,
             "images": len(dataset), "mode": mode, "crf": crf, **cm.summary(info.classes),
+            "flags": confusion_flags(cm, info.classes),
             "seconds": round(elapsed, 3), "ms_per_image": round(1000 * elapsed / max(1, len(dataset)), 1)}

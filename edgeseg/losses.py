@@ -53,6 +53,7 @@ __all__ = [
     "class_weights",
     "parse_loss_spec",
     "signed_distance_map",
+    "suggest_loss",
 ]
 
 WEIGHT_METHODS = ("inverse", "median", "enet")
@@ -614,3 +615,43 @@ def build_loss(spec: str, num_classes: int, ignore_index: int = 255, class_count
         terms.append((weight, label, mod))
     return CombinedLoss(terms, num_classes=num_classes, aux_weight=aux_weight,
                         ignore_index=ignore_index)
+
+
+# ---------------------------------------------------------------------------
+# choosing a loss from the data (``--loss auto``, ``edgeseg data check``)
+# ---------------------------------------------------------------------------
+
+# Below this share of the labelled pixels a class is rare; over this ratio the classes are imbalanced.
+RARE_SHARE = 0.01
+IMBALANCE_RATIO = 10.0
+
+
+def suggest_loss(class_counts, class_names: Sequence[str]) -> tuple[str, str]:
+    """``(spec, why)``: the loss edgeseg suggests for training data with these per-class pixel counts.
+
+    Plain CE where the classes are balanced; a binary task with a small foreground adds
+    Dice (an overlap score that is blind to how few pixels the foreground has); a multi-
+    class task with rare classes takes ENet's class weights (1 / ln(1.02 + share)).
+    """
+    counts = np.asarray(class_counts, dtype=np.float64).reshape(-1)
+    names = [str(n) for n in class_names]
+    total = counts.sum()
+    if total <= 0:
+        return "ce", "no labelled pixels to weigh"
+    share = counts / total
+    present = np.flatnonzero(counts)
+    small = int(present[np.argmin(share[present])])
+    ratio = share[present].max() / share[small]
+    rare = [names[k] for k in present if share[k] < RARE_SHARE]
+    if ratio <= IMBALANCE_RATIO and not rare:
+        return "ce", f"balanced enough: the largest class has {ratio:.1f}x the pixels of the smallest"
+    if len(names) == 2:
+        return "ce+dice", (f"'{names[small]}' is {share[small]:.1%} of the labelled pixels: Dice scores the overlap "
+                           f"of that class, whatever its size")
+    big = int(present[np.argmax(share[present])])
+    if rare:
+        what = "rare classes: " + ", ".join(f"{n} {share[names.index(n)]:.1%}" for n in rare[:4]) + \
+               " of the labelled pixels"
+    else:
+        what = f"imbalanced: '{names[small]}' has {ratio:.0f}x fewer pixels than '{names[big]}'"
+    return "wce:enet", f"{what}; ENet class weights lift the small classes"

@@ -25,6 +25,8 @@ from .errors import ConfigError, DataError
 __all__ = [
     "BoundaryF1",
     "ConfusionMatrix",
+    "class_map_counts",
+    "output_flags",
     "assd",
     "boundary_f1",
     "hausdorff95",
@@ -226,6 +228,67 @@ class ConfusionMatrix:
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, pixels={self.total})"
+
+
+# ---------------------------------------------------------------------------
+# degenerate outputs
+# ---------------------------------------------------------------------------
+
+# A class with at least this share of the labelled pixels that is never predicted has collapsed.
+COLLAPSED_MIN_SHARE = 0.01
+# Structural failures (the whole output is wrong); a collapsed class is one class lost.
+STRUCTURAL_FLAGS = ("empty", "single_class", "one_class_per_image")
+
+
+def output_flags(predicted, truth=None, *, class_names: Sequence[str], images: int | None = None,
+                 single_class_images: int | None = None, min_share: float = COLLAPSED_MIN_SHARE) -> list[dict]:
+    """Degenerate outputs, whatever the mIoU: no valid class, one class everywhere, one class per
+    image, or a class common in the ground truth that is never predicted.
+
+    ``predicted``: pixels predicted per class id (ids from ``len(class_names)`` on are invalid);
+    ``truth``: labelled pixels per class, or None (no masks: the collapse check is skipped).
+    Each flag is ``{"kind", "message", "classes"}``.
+    """
+    names = [str(n) for n in class_names]
+    c = len(names)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    valid = predicted[:c]
+    if valid.sum() == 0:
+        return [{"kind": "empty", "message": "empty mask: no pixel gets a valid class", "classes": []}]
+    present = np.flatnonzero(predicted)
+    if len(present) == 1:
+        name = names[present[0]]
+        return [{"kind": "single_class", "message": f"single-class output: every pixel of every image is '{name}'",
+                 "classes": [name]}]
+    out = []
+    if images and single_class_images == images:
+        out.append({"kind": "one_class_per_image", "message": "single-class output: each image is one class only",
+                    "classes": []})
+    if truth is not None:
+        truth = np.asarray(truth, dtype=np.int64)[:c]
+        share = truth / max(1, int(truth.sum()))
+        gone = [k for k in range(c) if share[k] >= min_share and valid[k] == 0]
+        if gone:
+            listed = ", ".join(f"'{names[k]}' ({share[k]:.1%} of labelled pixels)" for k in gone)
+            out.append({"kind": "collapsed", "classes": [names[k] for k in gone],
+                        "message": f"collapsed class{'es' if len(gone) > 1 else ''}: {listed} never predicted"})
+    return out
+
+
+def class_map_counts(preds, masks=None, *, num_classes: int, ignore_index: int = 255) -> dict:
+    """Pixel counts of a list of class maps (and their masks), the input of :func:`output_flags`."""
+    predicted = np.zeros(256, np.int64)
+    truth = np.zeros(num_classes, np.int64) if masks is not None else None
+    single = 0
+    for i, p in enumerate(preds):
+        h = np.bincount(np.asarray(p, dtype=np.int64).ravel(), minlength=256)[:256]
+        predicted += h
+        single += int(np.count_nonzero(h) <= 1)
+        if truth is not None:
+            m = np.asarray(masks[i]).ravel()
+            m = m[(m != ignore_index) & (m < num_classes)]
+            truth += np.bincount(m.astype(np.int64), minlength=num_classes)[:num_classes]
+    return {"predicted": predicted, "truth": truth, "images": len(preds), "single_class_images": single}
 
 
 # ---------------------------------------------------------------------------

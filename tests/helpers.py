@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeseg.data.info import CAMVID
 
-__all__ = ["make_camvid", "make_camvid_sample", "tiny_checkpoint"]
+__all__ = ["make_camvid", "make_camvid_sample", "make_flat_binary", "tiny_checkpoint"]
 
 
 def make_camvid_sample(rng: np.random.Generator, size=(64, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +49,27 @@ def make_camvid(root, n_train: int = 8, n_val: int = 4, size=(64, 96), seed: int
             cv2.imwrite(str(root / f"{split}annot" / name), label)
             lines.append(f"{split}/{name} {split}annot/{name}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_flat_binary(root, n: int = 24, size=(64, 96), groups: int = 0, seed: int = 0) -> Path:
+    """A flat ``images/`` (JPEG) + ``masks/`` (0/255 PNG) folder with no splits, as a user's own
+    data often is: a bright ellipse (foreground, 255) on a dark textured background. With
+    ``groups`` the names carry a group prefix (``site0_0003``) the way video frames do."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for i in range(n):
+        mask = np.zeros((h, w), np.uint8)
+        cy, cx = int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))
+        cv2.ellipse(mask, (cx, cy), (int(rng.integers(6, w // 4)), int(rng.integers(5, h // 4))), 0, 0, 360, 255, -1)
+        image = rng.integers(20, 70, size=(h, w, 3)).astype(np.int16)
+        image[mask > 0] += 150
+        name = f"site{i % groups}_{i:04d}" if groups else f"img{i:04d}"
+        cv2.imwrite(str(root / "images" / f"{name}.jpg"), np.clip(image, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{name}.png"), mask)
     return root
 
 

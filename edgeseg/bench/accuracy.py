@@ -13,17 +13,19 @@ from edgeseg.errors import DataError, EdgesegError
 
 
 def open_split(data, split: str, manifest: dict):
-    """The dataset split, checked against the artifact's classes (DataError otherwise)."""
-    from edgeseg.data import available_splits, open_dataset
+    """The dataset split (or the source's held-out validation images, where the data has no such
+    split), checked against the artifact's classes (DataError otherwise)."""
+    from edgeseg.data import available_splits
+    from edgeseg.data.holdout import open_split as open_data_split, valid_holdout
 
     data = Path(data)
     if not data.exists():
         raise DataError(f"dataset folder '{data}' does not exist: give --data a dataset folder")
-    splits = available_splits(data)
-    if split not in splits:
+    ds = open_data_split(data, split, valid_holdout((manifest.get("source") or {}).get("holdout")))
+    if ds is None:
+        splits = available_splits(data)
         raise DataError(f"dataset '{data}' has no '{split}' split (splits: {', '.join(splits) or 'none'}): "
                         f"pick one with --split")
-    ds = open_dataset(data, split)
     classes = list(manifest.get("classes") or [])
     if list(ds.info.classes) != classes:
         raise DataError(f"dataset '{data}' has classes {list(ds.info.classes)} but the artifact was built for "
@@ -53,15 +55,15 @@ def reference_predictor(manifest: dict, threads: int | None = None):
 
 def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, max_images: int | None = None,
              images=None, crf: bool = False) -> dict:
-    """Scores of ``predictor`` on ``ds`` (ConfusionMatrix.summary) plus the predicted-class histogram."""
-    from edgeseg.metrics import ConfusionMatrix
+    """Scores of ``predictor`` on ``ds`` (ConfusionMatrix.summary), the predicted-class histogram
+    and the degenerate-output flags (edgeseg.metrics.output_flags)."""
+    from edgeseg.metrics import ConfusionMatrix, output_flags
+    from edgeseg.progress import track
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     hist = np.zeros(256, np.int64)
     single = 0
     crf_seconds = 0.0
-    from edgeseg.progress import track
-
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     for i in track(range(n), f"accuracy: {getattr(predictor, 'runtime', 'model')}"):
         img, mask = images[i] if images is not None else ds.read(i)
@@ -84,24 +86,11 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
     s["predicted_pixels_per_class"] = {str(class_names[c]) if c < num_classes else str(c): int(v)
                                       for c, v in enumerate(hist) if v}
     s["single_class_images"] = single
+    s["flags"] = [f["message"] for f in output_flags(hist, cm.matrix.sum(1), class_names=class_names, images=n,
+                                                    single_class_images=single)]
     if crf:
         s["crf_ms_per_image"] = 1000 * crf_seconds / max(1, n)
     return s
-
-
-def flags_for(scores: dict, num_classes: int) -> list[str]:
-    """Degenerate-output flags: one class everywhere, an empty mask (no valid class predicted)."""
-    out = []
-    counts = scores.get("predicted_pixels_per_class") or {}
-    names = [k for k, v in counts.items() if v]
-    valid = sum(v for k, v in counts.items() if not k.isdigit() or int(k) < num_classes)
-    if not names or valid == 0:
-        out.append("empty mask: no pixel gets a valid class")
-    elif len(names) == 1:
-        out.append(f"single-class output: every pixel of every image is '{names[0]}'")
-    elif scores.get("images") and scores.get("single_class_images") == scores["images"]:
-        out.append("single-class output: each image is one class only")
-    return out
 
 
 def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, threads: int | None = None,
@@ -117,7 +106,7 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
            "crf_ms_per_image": art.get("crf_ms_per_image"),
            "per_class_iou": art["per_class_iou"], "pixel_accuracy": art["pixel_accuracy"],
            "predicted_pixels_per_class": art["predicted_pixels_per_class"],
-           "flags": flags_for(art, nc), "reference": None}
+           "flags": art["flags"], "reference": None}
     if reference:
         ref, why = reference_predictor(manifest, threads)
         if ref is None:
@@ -129,8 +118,9 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
             out["reference"] = {"available": True, "runtime": "torch fp32", "source": (manifest.get("source") or {}).get("path"),
                                 "miou": r["miou"], "per_class_iou": r["per_class_iou"],
                                 "pixel_accuracy": r["pixel_accuracy"], "delta_per_class": delta,
+                                "flags": r["flags"],
                                 "delta_miou": None if art["miou"] is None or r["miou"] is None else art["miou"] - r["miou"]}
     return out
 
 
-__all__ = ["accuracy_report", "open_split", "reference_predictor", "evaluate", "flags_for"]
+__all__ = ["accuracy_report", "open_split", "reference_predictor", "evaluate"]

@@ -57,6 +57,50 @@ def download_cmd(
     typer.echo(f"{name} is in {dest}")
 
 
+def _print_split_plan(splits: list[str], train_ds, train_split: str) -> set[str]:
+    """Say which splits `edgeseg train` would train and validate on; returns the ids it would hold out."""
+    from edgeseg.data.holdout import describe_holdout, make_holdout
+    from edgeseg.errors import EdgesegError
+
+    if "val" in splits:
+        typer.echo(f"edgeseg train would train on '{train_split}' and validate on 'val'")
+        return set()
+    ids = [train_ds.image_id(i) for i in range(len(train_ds))]
+    try:
+        h = make_holdout(ids, from_split=train_split)
+    except EdgesegError as exc:
+        typer.echo(f"edgeseg train cannot make a validation split: {exc}")
+        return set()
+    typer.echo(f"no 'val' split: edgeseg train would hold out {describe_holdout(h, len(ids)).replace(' held out as', ' as')} "
+               f"(--val-fraction, --val-group and --seed change it)")
+    return set(h["val"])
+
+
+def _print_balance(console, split: str, ds, per_image: list, after_holdout: bool) -> None:
+    """Class balance of the images training would use, and the loss `edgeseg train --loss auto` would take."""
+    import numpy as np
+    from rich.table import Table
+
+    from edgeseg.losses import RARE_SHARE, suggest_loss
+
+    nc = ds.info.num_classes
+    pixels = np.sum(per_image, axis=0) if per_image else np.zeros(nc, np.int64)
+    images = np.sum([v > 0 for v in per_image], axis=0) if per_image else np.zeros(nc, np.int64)
+    total = int(pixels.sum())
+    which = "training images (after the hold-out)" if after_holdout else "images"
+    typer.echo(f"class balance of '{split}': {len(per_image)} {which}, {total:,} labelled pixels")
+    table = Table()
+    for col in ("class", "pixels", "share", "images with it", "note"):
+        table.add_column(col, justify="left" if col in ("class", "note") else "right")
+    for k, name in enumerate(ds.info.classes):
+        share = pixels[k] / total if total else 0.0
+        note = "absent" if pixels[k] == 0 else ("rare" if share < RARE_SHARE else "")
+        table.add_row(str(name), f"{int(pixels[k]):,}", f"{share:.2%}", f"{int(images[k])}", note)
+    console.print(table)
+    spec, why = suggest_loss(pixels, ds.info.classes)
+    typer.echo(f"suggested loss: {spec} ({why}); `edgeseg train --loss auto` uses it")
+
+
 @app.command("check")
 def check_cmd(
     root: Path = typer.Argument(..., help="dataset folder"),
@@ -84,6 +128,7 @@ def check_cmd(
         _fail(exc)
 
     problems: list[str] = []
+    balance: dict[str, tuple] = {}  # split -> (dataset, {image id: pixels per class})
     table = Table(title=f"{root} ({fmt})")
     for col in ("split", "images", "sizes (HxW)", "classes present", "ignore px", "problems"):
         table.add_column(col)
@@ -96,6 +141,7 @@ def check_cmd(
             continue
         n = len(ds) if limit <= 0 else min(limit, len(ds))
         counts = np.zeros(256, dtype=np.int64)
+        per_image: dict[str, np.ndarray] = {}
         sizes: dict[tuple[int, int], int] = {}
         bad = 0
         with Progress(console=Console(stderr=True), transient=True) as prog:
@@ -108,8 +154,11 @@ def check_cmd(
                     problems.append(f"[{s}] {exc}")
                 else:
                     sizes[image.shape[:2]] = sizes.get(image.shape[:2], 0) + 1
-                    counts += np.bincount(mask.ravel(), minlength=256)
+                    h = np.bincount(mask.ravel(), minlength=256)
+                    counts += h
+                    per_image[ds.image_id(i)] = h[: ds.info.num_classes]
                 prog.advance(task)
+        balance[s] = (ds, per_image)
         present = [ds.info.classes[c] for c in np.flatnonzero(counts[: ds.info.num_classes])]
         size_txt = ", ".join(f"{h}x{w}" + (f" ({k})" if len(sizes) > 1 else "")
                              for (h, w), k in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
@@ -120,6 +169,11 @@ def check_cmd(
         table.add_row(s, str(n) + ("" if n == len(ds) else f" of {len(ds)}"), size_txt or "-",
                       f"{len(present)}/{ds.info.num_classes}: " + ", ".join(present), ign, str(bad))
     console.print(table)
+    train_split = "train" if "train" in balance else next(iter(balance), None)
+    if train_split is not None:
+        ds, per_image = balance[train_split]
+        held = _print_split_plan(splits, ds, train_split)
+        _print_balance(console, train_split, ds, [v for k, v in per_image.items() if k not in held], bool(held))
     if problems:
         for p in problems[:show]:
             typer.echo(f"problem: {p}", err=True)

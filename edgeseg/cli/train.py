@@ -44,7 +44,8 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [100] (on --resume: the new total).")] = None,
     img_size: Annotated[Optional[str], typer.Option(help="Training crop HxW [image size rounded up to the stride].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step, summed over processes under torchrun [8].")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="Loss spec, e.g. ce, ohem, wce:enet+0.5*dice [ce].")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="Loss spec, e.g. ce, ohem, wce:enet+0.5*dice, or auto (chosen from "
+                                                    "the class balance, as `edgeseg data check` suggests) [ce].")] = None,
     optimizer: Annotated[Optional[Optim], typer.Option(help="Optimizer [adamw].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate [2e-3 AdamW, 1e-2 SGD].")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [1e-4 AdamW, 5e-4 SGD].")] = None,
@@ -66,6 +67,12 @@ def train_cmd(
     color_jitter: Annotated[Optional[bool], typer.Option(help="Colour jitter [on].")] = None,
     model_arg: Annotated[Optional[list[str]], typer.Option(help="Model argument KEY=VALUE (repeatable).")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(help="Steps per epoch; 0 = one pass over the data [0].")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Data without a val split: hold out this share of the "
+                                                               "training images as validation [0.1].")] = None,
+    val_group: Annotated[Optional[str], typer.Option(help="How held-out images are grouped: auto (whole groups by name "
+                                                          "prefix, e.g. a video sequence or patient, when the names "
+                                                          "carry one), none (single images), or a regex whose first "
+                                                          "group names the group [auto].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch [PyTorch's default].")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -81,7 +88,7 @@ def train_cmd(
         "workers": workers, "patience": patience, "amp": amp, "sync_bn": sync_bn, "val_every": val_every,
         "scale": _parse_range(scale) if scale else None, "rotate": rotate, "elastic": elastic, "hflip": hflip,
         "color_jitter": color_jitter, "model_kwargs": _parse_kwargs(model_arg) if model_arg else None,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction, "val_group": val_group,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:
@@ -208,6 +215,11 @@ def eval_cmd(
     if "boundary_f1" in result:
         table.add_row(f"boundary F1 ({boundary_f1}px)", f"{result['boundary_f1']:.4f}", "")
     Console().print(table)
+    if result.get("held_out"):
+        typer.echo(f"scored {result['held_out']}", err=True)
+    for flag in result.get("flags") or []:
+        typer.echo(f"warning: {flag}: the model has not learned these classes; train longer, or try "
+                   f"--loss auto (see `edgeseg data check {data}`)", err=True)
     if json_out:
         write_json(result, json_out)
         typer.echo(f"wrote {json_out}")

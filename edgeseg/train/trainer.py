@@ -53,6 +53,10 @@ class TrainConfig:
     data_format: str = "auto"
     train_split: str = "train"
     val_split: str = "val"
+    # A dataset without a val split: hold out this share of train (default 0.1), grouped by name prefix.
+    val_fraction: float | None = None
+    val_group: str = "auto"  # auto (name prefix when the names carry one), none, or a regex
+    holdout: dict | None = None  # the held-out image ids, chosen once and kept for resume/eval/build
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     rotate: float = 0.0
@@ -85,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"--patience must be 0 (off) or more, got {self.patience}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -259,6 +265,29 @@ class _Progress:
             self.bar.remove_task(task)
 
 
+def open_train_val(cfg: TrainConfig, log=print):
+    """The training and validation sets; a dataset with no val split gets a seeded hold-out of train."""
+    from edgeseg.data import available_splits, open_dataset
+    from edgeseg.data.holdout import describe_holdout, make_holdout, open_split
+
+    if cfg.holdout is None:
+        if cfg.val_split in available_splits(cfg.data, cfg.data_format):
+            if cfg.val_fraction is not None:
+                raise ConfigError(f"dataset '{cfg.data}' has a '{cfg.val_split}' split, so no images are held out: "
+                                  f"drop --val-fraction (it applies to data without a validation split)")
+            return (open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format),
+                    open_dataset(cfg.data, cfg.val_split, fmt=cfg.data_format))
+        base = open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format)
+        cfg.holdout = make_holdout([base.image_id(i) for i in range(len(base))], cfg.val_fraction, seed=cfg.seed,
+                                   group_by=cfg.val_group, from_split=cfg.train_split, split=cfg.val_split)
+        log(f"no '{cfg.val_split}' split in {cfg.data}: {describe_holdout(cfg.holdout, len(base))} "
+            f"(--val-fraction, --val-group; the list is kept in {Path(cfg.out) / 'config.json'})")
+        if cfg.holdout.get("note"):
+            log(f"note: {cfg.holdout['note']}")
+    return (open_split(cfg.data, cfg.train_split, cfg.holdout, fmt=cfg.data_format),
+            open_split(cfg.data, cfg.val_split, cfg.holdout, fmt=cfg.data_format))
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict:
     """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
     from edgeseg.data import build_eval_transform, build_train_transform, open_dataset
@@ -284,15 +313,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         raise ConfigError(f"--out '{cfg.out}' already holds a training run (last.pt / metrics.jsonl): continue it "
                           f"with --resume {Path(cfg.out) / 'last.pt'}, or give another --out")
     # Bad names fail before any data is read.
-    parse_loss_spec(cfg.loss)
+    if cfg.loss != "auto":
+        parse_loss_spec(cfg.loss)
     get_entry(cfg.model)
 
     device = dist.setup(resolve_device(cfg.device))
     main_proc = dist.is_main()
     seed_everything(cfg.seed + dist.rank())
 
-    train_set = open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format)
-    val_set = open_dataset(cfg.data, cfg.val_split, fmt=cfg.data_format)
+    train_set, val_set = open_train_val(cfg, log if main_proc else (lambda *_: None))
     info = train_set.info
     info.check_compatible(val_set.info, f"validation split '{cfg.val_split}'")
     check_dataset(train_set, f"training ({cfg.data}/{cfg.train_split})")
@@ -305,10 +334,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     model.check_input_size(*cfg.img_size)
 
     class_counts = None
+    if cfg.loss == "auto":  # chosen from the training masks, then kept in the config as a plain spec
+        from edgeseg.data import class_pixel_counts
+        from edgeseg.losses import suggest_loss
+
+        class_counts = class_pixel_counts(train_set, info.num_classes)
+        cfg.loss, why = suggest_loss(class_counts, info.classes)
+        if main_proc:
+            log(f"--loss auto: {cfg.loss} ({why})")
     if any(name == "wce" for _, name, _ in parse_loss_spec(cfg.loss)):
         from edgeseg.data import class_pixel_counts
 
-        class_counts = class_pixel_counts(train_set, info.num_classes)
+        if class_counts is None:
+            class_counts = class_pixel_counts(train_set, info.num_classes)
     criterion = build_loss(cfg.loss, info.num_classes, ignore_index=info.ignore_index, class_counts=class_counts)
 
     train_set.transform = build_train_transform(cfg.img_size, scale=cfg.scale, hflip=cfg.hflip, rotate=cfg.rotate,
