@@ -177,3 +177,51 @@ def test_crf_scoring(work, tmp_path, capsys):
     assert 0 <= r["miou"] <= 1
     assert main(["bench", str(art), "--crf", *FAST]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def _under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it
+    (as in tests/test_list_commands.py)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_latency_phases_show_progress_bars_on_a_terminal_and_the_next_commands(work, tmp_path):
+    import re
+
+    root, data, ckpt, art = work
+    code, seen = _under_a_terminal(["bench", str(art), "--runs", "40", "--warmup", "5", "--threads", "1",
+                                    "--memory-runs", "0"], tmp_path)
+    assert code == 0, seen[-3000:]
+    seen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)  # colours and cursor moves
+    for bar, n in (("latency: warm-up", 5), ("latency: model only", 40), ("latency: end to end", 45)):
+        assert re.search(re.escape(bar) + rf" ━+ \d+/{n}", seen), (bar, seen[-3000:])
+    assert f"next: edgeseg demo --artifact {art} --source 0" in seen
+    assert f"edgeseg bench {art} --data DIR --html report.html" in seen
+
+
+def test_next_steps_go_to_stderr(work, capsys):
+    root, data, ckpt, art = work
+    assert main(["bench", str(art), "--html", str(root / "r.html"), "--budget-p99-ms", "100000", *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert "next:" not in out and "wrote" in out
+    assert f"next: edgeseg demo --artifact {art} --source 0" in err
+    assert "edgeseg bench --matrix --data DIR" in err

@@ -202,3 +202,43 @@ def test_ignored_scope_keeps_modules_in_fp32(data):
                          {"group": "stem", "recovered": 0.001}]}
     assert pick_sensitive(ranked, 0.01) == ["head", "ffm"]
     assert pick_sensitive({**ranked, "int8_miou": 0.495}, 0.01) == []
+
+
+def test_cli_keeps_nncf_output_off_stdout_and_shows_its_own_bars(tmp_path, tiny_camvid):
+    """stdout piped (it may carry data), stderr on a pseudo-terminal: NNCF's "Statistics collection"
+    / "Fast Bias correction" bars and INFO lines reach neither; edgeseg's bars and next steps go to
+    the terminal."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    from helpers import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "t.pt")  # the smallest model: this test is about output, not accuracy
+    out = tmp_path / "run"
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", "compress", str(ckpt), "--data", str(tiny_camvid),
+                          "--ptq", "--runs", "2", "--val-images", "2", "--calib-images", "3", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    stdout = p.stdout.read().decode()
+    assert p.wait(timeout=300) == 0, stdout[-2000:]
+    terminal = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    for noise in ("Statistics collection", "Fast Bias correction", "INFO:nncf", "NNCF initialized"):
+        assert noise not in stdout and noise not in terminal, noise
+    assert "int8_ptq" in stdout and "wrote" in stdout
+    assert re.search(r"calibration \(nncf\.quantize\) ━+ \d+/3", terminal), terminal[-3000:]
+    assert re.search(r"val mIoU ━+ \d+/\d+", terminal)
+    assert f"next: edgeseg build {out}/int8_ptq.pt --target openvino-cpu --data {tiny_camvid}" in terminal

@@ -10,7 +10,7 @@ Two loops, both after ``warmup`` untimed iterations:
   (``cv2.imdecode`` + BGR->RGB), ``preprocess``, the model call (input copy in, output copy
   out included), ``postprocess``; each stage is timed too.
 
-Throughput: ``sync`` is frames per second of the model-only loop (one request at a time);
+Throughput: ``sync`` is frames per second of the model-only calls (one request at a time);
 ``async`` uses parallel requests where the runtime has them (OpenVINO ``AsyncInferQueue``
 on a THROUGHPUT-compiled model; ONNX Runtime: Python threads on sessions of one intra-op
 thread each), else ``None``.
@@ -102,26 +102,29 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def measure_latency(predictor, encoded: bytes, *, runs: int = 100, warmup: int = 10) -> dict:
-    """Model-only and end-to-end latency (ms), per-stage p50s, sync throughput and the samples."""
+    """Model-only and end-to-end latency (ms), per-stage p50s, sync throughput and the samples.
+
+    Each loop shows a progress bar on a terminal (:func:`edgeseg.progress.track`); the bar
+    advances between samples, outside the timed spans."""
+    from edgeseg.progress import track
+
     if runs < 1 or warmup < 0:
         raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     call = ModelCall(predictor)
     image = decode_image(encoded)
     x, _ = predictor.preprocess(image)
     call.set_input(x)
-    for _ in range(warmup):
+    for _ in track(range(warmup), "latency: warm-up"):
         call.run()
     model = []
-    t_start = time.perf_counter()
-    for _ in range(runs):
+    for _ in track(range(runs), "latency: model only"):
         t0 = time.perf_counter()
         call.run()
         model.append((time.perf_counter() - t0) * 1e3)
-    wall = time.perf_counter() - t_start
 
     stages = {"decode": [], "pre": [], "model": [], "post": []}
     e2e = []
-    for i in range(warmup + runs):
+    for i in track(range(warmup + runs), "latency: end to end"):
         t0 = time.perf_counter()
         img = decode_image(encoded)
         t1 = time.perf_counter()
@@ -145,7 +148,8 @@ def measure_latency(predictor, encoded: bytes, *, runs: int = 100, warmup: int =
         "latency_ms": stats(model),
         "end_to_end_ms": stats(e2e),
         "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()},
-        "sync_fps": runs / wall if wall > 0 else None,
+        # from the timed calls alone, so the progress bar's updates between them do not count
+        "sync_fps": len(model) / (sum(model) / 1e3) if sum(model) > 0 else None,
         "end_to_end_fps": len(e2e) / (sum(e2e) / 1e3) if e2e else None,
         "samples_ms": {"model": [round(v, 4) for v in model], "end_to_end": [round(v, 4) for v in e2e]},
     }
@@ -166,8 +170,10 @@ def _openvino_async(predictor, x: np.ndarray, n: int, threads: int | None) -> di
         queue.start_async({0: tensor})
     queue.wait_all()
     n = max(n, 2 * jobs)
+    from edgeseg.progress import track
+
     t0 = time.perf_counter()
-    for _ in range(n):
+    for _ in track(range(n), f"throughput: {jobs} parallel requests"):
         queue.start_async({0: tensor})
     queue.wait_all()
     wall = time.perf_counter() - t0

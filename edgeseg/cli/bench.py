@@ -67,6 +67,31 @@ def _print_budget(b: dict) -> None:
     con.print(t)
 
 
+def _next_steps(r: dict | None, artifact_or_target, source, data, html_out, rows=None) -> str:
+    """The one or two commands a user most likely runs next (printed on stderr: stdout may carry
+    the Markdown table)."""
+    import shlex
+
+    q = lambda v: shlex.quote(str(v))  # noqa: E731
+    data_arg = f" --data {q(data)}" if data else " --data DIR"
+    if rows is not None:  # the matrix: keep the fastest entry that passed its budget
+        ok = [x for x in rows if x.get("result") and x["result"]["budget"]["passed"]]
+        best = min(ok, key=lambda x: x["result"]["end_to_end_ms"]["p99"]) if ok else None
+        if best is None:
+            return f"next: edgeseg bench --matrix --model {q(source)}{data_arg} --budget-p99-ms MS (a looser budget)"
+        t, prec = best["target"], best["precision"]
+        return (f"next: edgeseg build {q(source)} --target {t} --precision {prec}{data_arg} --out artifacts/{t}-{prec}"
+                f"\n      edgeseg demo --artifact artifacts/{t}-{prec} --source 0")
+    if r.get("built_from"):  # a target built into a temporary folder: keep it this time
+        t, prec = r["built_from"]["target"], r.get("precision")
+        return (f"next: edgeseg build {q(r['built_from']['source'])} --target {t} --precision {prec}{data_arg} "
+                f"--out artifacts/{t}-{prec}\n      edgeseg demo --artifact artifacts/{t}-{prec} --source 0")
+    art = q(artifact_or_target)
+    second = (f"edgeseg bench --matrix{data_arg}  (every target runnable here)" if html_out
+              else f"edgeseg bench {art}{data_arg} --html report.html")
+    return f"next: edgeseg demo --artifact {art} --source 0\n      {second}"
+
+
 def bench_cmd(
     artifact_or_target: Annotated[Optional[str], typer.Argument(
         help="Artifact folder (with manifest.json) or a target name (built first from --model).")] = None,
@@ -124,6 +149,7 @@ def bench_cmd(
         write_reports({"schema_version": done[0]["result"]["schema_version"], **done[0]["result"]},
                       json_path=json_out, md_path=md_out, html_path=html_out, matrix=rows)
         failed = [r for r in done if not r["result"]["budget"]["passed"]]
+        typer.echo(_next_steps(None, None, source, data, html_out, rows), err=True)
         if failed:
             typer.echo(f"budget FAILED for {len(failed)} of {len(done)}: "
                        + "; ".join(f"{r['target']} {r['precision']}: {r['budget']}" for r in failed), err=True)
@@ -139,6 +165,7 @@ def bench_cmd(
     for p in write_reports(r, json_path=json_out, md_path=md_out, html_path=html_out):
         typer.echo(f"wrote {p}")
     _print_budget(r["budget"])
+    typer.echo(_next_steps(r, artifact_or_target, model, data, html_out), err=True)
     if not r["budget"]["passed"]:
         raise typer.Exit(EXIT_BUDGET)
 

@@ -9,6 +9,26 @@ from typing import Annotated, List, Optional
 import typer
 
 
+#: the build target for each quantization preset (edgeseg/compress/_nncf.py)
+BUILD_TARGET = {"cpu": "openvino-cpu", "npu": "openvino-npu", "edgetpu": "coral", "jetson": "jetson",
+                "any": "onnxruntime-cpu"}
+
+
+def _next_steps(report: dict, data) -> str | None:
+    """Build and bench the best compressed checkpoint (highest val mIoU): the commands a user
+    most likely runs next."""
+    import shlex
+
+    files = {k: v for k, v in (report.get("files") or {}).items() if str(v).endswith(".pt")}
+    if not files:
+        return None
+    best = max(files, key=lambda k: (report["variants"].get(k) or {}).get("miou") or 0.0)
+    target = BUILD_TARGET.get((report.get("target") or {}).get("name"), "openvino-cpu")
+    ckpt, art, d = shlex.quote(f"{report['out']}/{files[best]}"), f"artifacts/{best}-{target}", shlex.quote(str(data))
+    return (f"next: edgeseg build {ckpt} --target {target} --data {d} --out {art}\n"
+            f"      edgeseg bench {art} --data {d} --html {art}/report.html")
+
+
 def compress_cmd(
     source: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (train split: calibration and "
@@ -57,6 +77,9 @@ def compress_cmd(
         typer.echo(f"  {name:<16} mIoU {row['miou'] or 0:.4f}  params {row.get('params') or '-'}  "
                    f"openvino-cpu {'n/a' if ov is None else f'{ov:.2f} ms'}  "
                    f"onnxruntime-cpu {'n/a' if ort is None else f'{ort:.2f} ms'}")
+    steps = _next_steps(report, data)
+    if steps:
+        typer.echo(steps, err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,10 @@ from edgeseg.errors import ConfigError, require
 
 
 def nncf():
-    mod = require("nncf", "openvino", "model compression")
+    from edgeseg.native_logs import captured
+
+    with captured():  # "INFO:nncf:NNCF initialized successfully..." goes to stdout on first import
+        mod = require("nncf", "openvino", "model compression")
     _install_cpu_kernels()
     return mod
 

@@ -19,6 +19,21 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from edgeseg.errors import ConfigError, DataError
+from edgeseg.progress import track
+
+
+class Tracked:
+    """A list that shows a progress bar each time it is iterated: calibration images for a
+    third-party loop (``nncf.quantize``) whose own bar is captured with its logs."""
+
+    def __init__(self, items, description: str):
+        self.items, self.description = list(items), description
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(track(self.items, self.description))
 
 
 class Data:
@@ -89,7 +104,8 @@ def evaluate(model, data: Data) -> dict:
     """``ConfusionMatrix.summary`` of a torch model on the validation images."""
     from edgeseg.train.trainer import evaluate_model
 
-    cm = evaluate_model(model, data.val_loader(), data.info.num_classes, data.info.ignore_index,
+    loader = data.val_loader()
+    cm = evaluate_model(model, track(loader, "val mIoU", len(loader)), data.info.num_classes, data.info.ignore_index,
                         torch.device("cpu"))
     return cm.summary(data.info.classes)
 
@@ -118,23 +134,29 @@ def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    def batches():  # passes over the loader until ``total`` steps
+        n = 0
+        while True:
+            for b in loader:
+                yield b
+                n += 1
+                if n >= total:
+                    return
+
     step, loss_sum = 0, 0.0
-    while step < total:
-        for images, masks in loader:
-            out = model(images)
-            value = criterion(out, masks)
-            if not torch.isfinite(value):
-                raise ConfigError(f"the fine-tuning loss became {value.item()} at step {step + 1}: lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += value.item()
-            step += 1
-            if log and (step == total or step % 50 == 0):
-                log(f"  fine-tune step {step}/{total} loss {loss_sum / step:.4f}")
-            if step >= total:
-                break
+    for images, masks in track(batches(), "fine-tune", total):
+        out = model(images)
+        value = criterion(out, masks)
+        if not torch.isfinite(value):
+            raise ConfigError(f"the fine-tuning loss became {value.item()} at step {step + 1}: lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += value.item()
+        step += 1
+        if log and (step == total or step % 50 == 0):
+            log(f"  fine-tune step {step}/{total} loss {loss_sum / step:.4f}")
     model.eval()
     return {"steps": step, "lr": lr, "batch_size": batch_size, "loss": loss, "freeze_bn": bool(freeze_bn),
             "scale": list(data.train_scale), "mean_loss": loss_sum / max(1, step)}

@@ -79,10 +79,14 @@ def prune_structured(model, example_input: torch.Tensor, ratio: float, *, round_
             raise ConfigError(f"--prune-ignore: the model has no module '{name}'")
         ignored.append(named[name])
     p0 = sum(p.numel() for p in model.parameters())
-    pruner = tp.pruner.MagnitudePruner(model, example, forward_fn=_train_forward, importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
-    with torch.no_grad():
-        pruner.step()
+    from edgeseg.native_logs import captured
+
+    with captured():  # torch-pruning's tracing warnings
+        pruner = tp.pruner.MagnitudePruner(model, example, forward_fn=_train_forward,
+                                           importance=tp.importance.MagnitudeImportance(p=2),
+                                           pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
+        with torch.no_grad():
+            pruner.step()
     model.eval()
     after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     changed = {n: [before[n], after[n]] for n in after if n in before and before[n] != after[n]}
@@ -99,7 +103,10 @@ def prune_unstructured(model, example_input: torch.Tensor, ratio: float, *, scop
     n = nncf()
     ratio = check_ratio(ratio)
     mode = n.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL if scope == "global" else n.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL
-    pm = n.prune(model, mode, ratio=ratio, examples_inputs=example_input)
+    from edgeseg.native_logs import captured
+
+    with captured():
+        pm = n.prune(model, mode, ratio=ratio, examples_inputs=example_input)
     return pm, {"mode": "unstructured", "ratio": ratio, "tool": f"nncf.prune ({mode.value})"}
 
 
@@ -107,13 +114,16 @@ def strip_unstructured(model, example_input):
     """Fold the pruning masks into the weights (zeros) and drop NNCF's hooks."""
     from edgeseg.compress._nncf import nncf
 
+    from edgeseg.native_logs import captured
+
     n = nncf()
     stats = None
-    try:
-        stats = n.pruning_statistic(model)
-    except Exception:  # pragma: no cover - statistics are informative only
-        pass
-    plain = n.strip(model, do_copy=True, strip_format=n.StripFormat.IN_PLACE)
+    with captured():
+        try:
+            stats = n.pruning_statistic(model)
+        except Exception:  # pragma: no cover - statistics are informative only
+            pass
+        plain = n.strip(model, do_copy=True, strip_format=n.StripFormat.IN_PLACE)
     info = {}
     if stats is not None:
         info = {"pruned_fraction_prunable": float(stats.pruning_ratio),

@@ -167,6 +167,13 @@ def prepare(model, input_size, *, head: dict | None = None, per_channel: bool = 
     """The fake-quantized PT2E graph of ``model`` (eval mode) at ``input_size``, with fresh
     (uncalibrated) quantizers. Deterministic: the same model class gives the same graph, so
     a saved state dict loads into it."""
+    from edgeseg.native_logs import captured
+
+    with captured():  # torchao / litert-torch / absl logs of imports, export and preparation
+        return _prepare(model, input_size, head=head, per_channel=per_channel, rewrites=rewrites)
+
+
+def _prepare(model, input_size, *, head, per_channel, rewrites) -> PT2EModel:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
@@ -207,8 +214,10 @@ def _unfuse_fake_quantizers(graph) -> None:
 @torch.no_grad()
 def calibrate(qmodel: PT2EModel, calib) -> None:
     """Set the quantizer ranges from calibration images (1x3xHxW tensors)."""
+    from edgeseg.progress import track
+
     qmodel.set_observers(True)
-    for x in calib:
+    for x in track(calib, "calibration (PT2E)"):
         qmodel(x)
 
 
@@ -254,10 +263,12 @@ def to_tflite(qmodel: PT2EModel, path) -> "Path":
     from pathlib import Path
 
     from edgeseg.export import tflite
+    from edgeseg.native_logs import captured
 
     h, w = qmodel.input_size
-    return tflite.convert_tflite(qmodel.converted(), torch.zeros(1, h, w, 3), make_quantizer(qmodel.per_channel),
-                                 Path(path))
+    with captured():  # the converter's absl / MLIR / TFLite logs
+        return tflite.convert_tflite(qmodel.converted(), torch.zeros(1, h, w, 3),
+                                     make_quantizer(qmodel.per_channel), Path(path))
 
 
 def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=None, threads: int = 1) -> dict:
@@ -268,13 +279,16 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
 
     from edgeseg.export.tflite import interpreter_class
     from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.native_logs import captured
+    from edgeseg.progress import track
     from edgeseg.runtime.base import _resize_hwc, dequantize, quantize
 
-    it = interpreter_class()(model_path=str(path), num_threads=int(threads))
-    it.allocate_tensors()
+    with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        it = interpreter_class()(model_path=str(path), num_threads=int(threads))
+        it.allocate_tensors()
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
     cm = ConfusionMatrix(num_classes, ignore_index)
-    for x, y in items:
+    for x, y in track(items, "val mIoU (litert)"):
         a = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 2, 3, 1))
         scale, zp = inp["quantization"]
         if scale:

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from edgeseg.compress._nncf import ignored_scope, module_pattern, nncf, nncf_args, target_preset
-from edgeseg.compress.common import Data, evaluate, finetune
+from edgeseg.compress.common import Data, Tracked, evaluate, finetune
 from edgeseg.errors import CheckpointError
+from edgeseg.native_logs import captured
+from edgeseg.progress import track
 
 
 def ptq(model, calib: list[torch.Tensor], *, target: str = "cpu", ignore_names=None, ignore_patterns=None,
@@ -34,8 +36,10 @@ def ptq(model, calib: list[torch.Tensor], *, target: str = "cpu", ignore_names=N
     scope = ignored_scope(ignore_names, ignore_patterns)
     if scope is not None:
         kwargs["ignored_scope"] = scope
-    q = n.quantize(model, n.Dataset(list(calib)), subset_size=len(calib),
-                   fast_bias_correction=fast_bias_correction, **kwargs)
+    # NNCF's own bars and INFO lines (stdout) are captured; ours counts the calibration images
+    with captured():
+        q = n.quantize(model, n.Dataset(Tracked(list(calib), "calibration (nncf.quantize)")), subset_size=len(calib),
+                       fast_bias_correction=fast_bias_correction, **kwargs)
     return q.eval()
 
 
@@ -136,7 +140,8 @@ def nncf_config(model) -> dict:
     nncf()
     import importlib
 
-    return config_to_plain(importlib.import_module("nncf.torch").get_config(model))
+    with captured():
+        return config_to_plain(importlib.import_module("nncf.torch").get_config(model))
 
 
 def restore(model, config: dict):
@@ -145,7 +150,8 @@ def restore(model, config: dict):
     nncf()
     import importlib
 
-    return importlib.import_module("nncf.torch").load_from_config(model, config_from_plain(config))
+    with captured():
+        return importlib.import_module("nncf.torch").load_from_config(model, config_from_plain(config))
 
 
 # ----------------------------------------------------------------------------- OpenVINO
@@ -153,7 +159,8 @@ def restore(model, config: dict):
 def to_openvino(model, input_size):
     from edgeseg.export.openvino import convert
 
-    return convert(model.eval(), input_size)
+    with captured():
+        return convert(model.eval(), input_size)
 
 
 def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
@@ -161,7 +168,7 @@ def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     out = compiled.outputs[0]
-    for x, y in items:
+    for x, y in track(items, "validation (openvino)"):
         logits = compiled(np.ascontiguousarray(x, dtype=np.float32))[out]
         cm.update(np.asarray(logits).argmax(1), y)
     return float(cm.summary()["miou"] or 0.0)
@@ -172,10 +179,11 @@ def ov_summary(ov_model, data: Data, input_size) -> dict:
     from edgeseg.metrics import ConfusionMatrix
     from edgeseg.runtime.openvino import compile_on_cpu
 
-    compiled = compile_on_cpu(ov_model)
+    with captured():
+        compiled = compile_on_cpu(ov_model)
     out = compiled.outputs[0]
     cm = ConfusionMatrix(data.info.num_classes, data.info.ignore_index)
-    for x, y in _padded_items(data, input_size):
+    for x, y in track(_padded_items(data, input_size), "val mIoU (openvino)"):
         cm.update(np.asarray(compiled(x)[out]).argmax(1), y)
     return cm.summary(data.info.classes)
 
@@ -218,21 +226,23 @@ def ptq_accuracy_control(model, data: Data, input_size, *, max_drop: float = 0.0
     scope = ignored_scope(ignore_names, ignore_patterns)
     if scope is not None:
         kwargs["ignored_scope"] = scope
-    plain = n.quantize(ov_model, n.Dataset(calib), subset_size=len(calib), **kwargs)
-    fq_plain = fake_quantize_names(plain)
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    with captured():  # NNCF's bars and log lines, OpenVINO's compiler
+        plain = n.quantize(ov_model, n.Dataset(Tracked(calib, "calibration (nncf.quantize)")),
+                           subset_size=len(calib), **kwargs)
+        fq_plain = fake_quantize_names(plain)
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    q = n.quantize_with_accuracy_control(
-        ov_model, n.Dataset(calib), n.Dataset(items), validate, max_drop=float(max_drop),
-        drop_type=n.DropType.ABSOLUTE, subset_size=len(calib),
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            max_num_iterations=max_num_iterations, ranking_subset_size=min(len(items), 300)),
-        **kwargs)
-    from edgeseg.runtime.openvino import compile_on_cpu
+        q = n.quantize_with_accuracy_control(
+            ov_model, n.Dataset(Tracked(calib, "calibration (accuracy control)")), n.Dataset(items), validate,
+            max_drop=float(max_drop), drop_type=n.DropType.ABSOLUTE, subset_size=len(calib),
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=max_num_iterations, ranking_subset_size=min(len(items), 300)),
+            **kwargs)
+        from edgeseg.runtime.openvino import compile_on_cpu
 
-    fp32_miou = validate(compile_on_cpu(ov_model), items)
-    plain_miou = validate(compile_on_cpu(plain, "int8"), items)
-    int8_miou = validate(compile_on_cpu(q, "int8"), items)
+        fp32_miou = validate(compile_on_cpu(ov_model), items)
+        plain_miou = validate(compile_on_cpu(plain, "int8"), items)
+        int8_miou = validate(compile_on_cpu(q, "int8"), items)
     fq_after = fake_quantize_names(q)
     reverted = sorted(fq_plain - fq_after)
     return q, {
@@ -262,7 +272,7 @@ def sensitivity(model, data: Data, *, img_size, target: str = "cpu", groups=None
     fp32 = float(evaluate(model, data)["miou"] or 0.0)
     base = float(evaluate(ptq(model, calib, target=target), data)["miou"] or 0.0)
     rows = []
-    for g in groups or module_groups(model):
+    for g in track(groups or module_groups(model), "sensitivity (one group in fp32 at a time)"):
         q = ptq(model, calib, target=target, ignore_patterns=[module_pattern(g)])
         m = float(evaluate(q, data)["miou"] or 0.0)
         rows.append({"group": g, "miou_with_group_fp32": m, "recovered": m - base})

@@ -21,12 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeseg.native_logs import captured
+from edgeseg.progress import track
 
-def _median_ms(fn, runs: int, warmup: int) -> dict:
+
+def _median_ms(fn, runs: int, warmup: int, what: str = "latency") -> dict:
     for _ in range(warmup):
         fn()
     samples = []
-    for _ in range(runs):
+    for _ in track(range(runs), what):  # the bar advances outside the timed call
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1e3)
@@ -38,10 +41,11 @@ def latency_openvino(ov_model, input_size, *, runs: int, warmup: int, threads: i
     from edgeseg.runtime.openvino import compile_on_cpu
 
     # f32 compute for the float ops, as the openvino-cpu artifacts of these models run
-    compiled = compile_on_cpu(ov_model, PERFORMANCE_HINT="LATENCY", INFERENCE_NUM_THREADS=int(threads))
-    req = compiled.create_infer_request()
+    with captured():
+        compiled = compile_on_cpu(ov_model, PERFORMANCE_HINT="LATENCY", INFERENCE_NUM_THREADS=int(threads))
+        req = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
-    return _median_ms(lambda: req.infer({0: x}), runs, warmup)
+    return _median_ms(lambda: req.infer({0: x}), runs, warmup, "latency: openvino-cpu")
 
 
 def export_onnx(model, input_size, path: Path) -> Path:
@@ -51,7 +55,7 @@ def export_onnx(model, input_size, path: Path) -> Path:
 
     quantized = set_export_mode(model, "qdq")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), captured():
             warnings.simplefilter("ignore")
             torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["logits"], do_constant_folding=True)
@@ -69,22 +73,24 @@ def latency_onnxruntime(onnx_path, input_size, *, runs: int, warmup: int, thread
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    with captured():
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
     name = sess.get_inputs()[0].name
-    return _median_ms(lambda: sess.run(None, {name: x}), runs, warmup)
+    return _median_ms(lambda: sess.run(None, {name: x}), runs, warmup, "latency: onnxruntime-cpu")
 
 
 def latency_litert(path, *, runs: int, warmup: int, threads: int) -> dict:
     """Median latency of a TFLite file on LiteRT's CPU interpreter (XNNPACK), batch 1."""
     from edgeseg.export.tflite import interpreter_class
 
-    it = interpreter_class()(model_path=str(path), num_threads=int(threads))
-    it.allocate_tensors()
+    with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        it = interpreter_class()(model_path=str(path), num_threads=int(threads))
+        it.allocate_tensors()
     inp = it.get_input_details()[0]
     x = np.random.default_rng(0).integers(-128, 127, inp["shape"]).astype(inp["dtype"])
     it.set_tensor(inp["index"], x)
-    return _median_ms(it.invoke, runs, warmup)
+    return _median_ms(it.invoke, runs, warmup, "latency: litert-cpu")
 
 
 def _measure_tflite(row: dict, name: str, qmodel, data, input_size, workdir: Path, runs, warmup, threads):
@@ -165,7 +171,8 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
         import openvino as ov
 
         xml = workdir / f"{name}.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        with captured():
+            ov.save_model(ov_model, str(xml), compress_to_fp16=False)
         row["openvino_ir_mb"] = _size_mb([xml, xml.with_suffix(".bin")])
         try:
             row["latency_openvino_cpu"] = latency_openvino(ov_model, input_size, runs=runs, warmup=warmup,

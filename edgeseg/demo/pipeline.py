@@ -167,7 +167,10 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     source = open_source(cfg.source)  # a missing file is an error before anything else
     recorder = Recorder(cfg.record) if cfg.record else None  # bad --record name: also before
     if predictors is None:
-        predictors = load_predictors(cfg.artifact, cfg.workers, cfg.threads, cfg.device)
+        from edgeseg.native_logs import captured
+
+        with captured():  # the runtimes' native logs (OpenVINO, "Created TensorFlow Lite XNNPACK delegate")
+            predictors = load_predictors(cfg.artifact, cfg.workers, cfg.threads, cfg.device)
     manifest = predictors[0].manifest
     name = f"{(manifest.get('model') or {}).get('name', '')} {manifest.get('target', '')} " \
            f"{manifest.get('precision', '')}".strip()
