@@ -86,8 +86,9 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
     s["predicted_pixels_per_class"] = {str(class_names[c]) if c < num_classes else str(c): int(v)
                                       for c, v in enumerate(hist) if v}
     s["single_class_images"] = single
-    s["flags"] = [f["message"] for f in output_flags(hist, cm.matrix.sum(1), class_names=class_names, images=n,
-                                                    single_class_images=single)]
+    s["true_pixels_per_class"] = dict(zip(map(str, class_names), cm.matrix.sum(1).tolist()))
+    s["flags"] = output_flags(hist, cm.matrix.sum(1), class_names=class_names, images=n,
+                              single_class_images=single)
     if crf:
         s["crf_ms_per_image"] = 1000 * crf_seconds / max(1, n)
     return s
@@ -106,7 +107,8 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
            "crf_ms_per_image": art.get("crf_ms_per_image"),
            "per_class_iou": art["per_class_iou"], "pixel_accuracy": art["pixel_accuracy"],
            "predicted_pixels_per_class": art["predicted_pixels_per_class"],
-           "flags": art["flags"], "reference": None}
+           "flags": [f["message"] for f in art["flags"] if f["kind"] != "collapsed"], "reference": None}
+    collapsed = [c for f in art["flags"] if f["kind"] == "collapsed" for c in f["classes"]]
     if reference:
         ref, why = reference_predictor(manifest, threads)
         if ref is None:
@@ -118,8 +120,21 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
             out["reference"] = {"available": True, "runtime": "torch fp32", "source": (manifest.get("source") or {}).get("path"),
                                 "miou": r["miou"], "per_class_iou": r["per_class_iou"],
                                 "pixel_accuracy": r["pixel_accuracy"], "delta_per_class": delta,
-                                "flags": r["flags"],
+                                "flags": [f["message"] for f in r["flags"]],
                                 "delta_miou": None if art["miou"] is None or r["miou"] is None else art["miou"] - r["miou"]}
+            # a class the artifact never predicts but its source finds (on a tenth of its pixels or
+            # more, as build's parity gate counts it) is the artifact's failure; otherwise the model's
+            found = r["predicted_pixels_per_class"]
+            # (not with --crf: the source is scored without the CRF, which can remove small classes)
+            lost = [] if crf else [c for c in collapsed if found.get(c, 0) >= 0.1 * r["true_pixels_per_class"][c]]
+            if lost:
+                out["flags"].append(f"collapsed class{'es' if len(lost) > 1 else ''}: {', '.join(lost)} never "
+                                    f"predicted by the artifact, though its fp32 source predicts "
+                                    f"{'them' if len(lost) > 1 else 'it'}")
+            collapsed = [c for c in collapsed if c not in lost]
+    out["warnings"] = [f"collapsed class{'es' if len(collapsed) > 1 else ''}: {', '.join(collapsed)} never predicted "
+                       f"(common in the ground truth): the model has not learned {'them' if len(collapsed) > 1 else 'it'}"] \
+        if collapsed else []
     return out
 
 

@@ -43,6 +43,8 @@ def _print_result(r: dict) -> None:
         con.print(f"mIoU {r['miou']:.4f}, pixel accuracy {r['pixel_accuracy']:.4f}{extra}", highlight=False)
     for f in r.get("flags") or []:
         con.print(f"FLAG: {f}", highlight=False)
+    for w in (r.get("accuracy") or {}).get("warnings") or []:
+        con.print(f"warning: {w}", highlight=False)
 
 
 def _print_budget(b: dict) -> None:
