@@ -360,7 +360,7 @@ def svg_histogram(result: dict, w=560, h=320, bins=30) -> str:
     lo, hi = (min(allv), max(allv)) if allv else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1.0
-    lo, hi, xticks, xfmt = _nice_range(lo, hi)
+    lo, hi, xticks, xfmt = _nice_range(lo, hi, 8)
     width = (hi - lo) / bins
 
     def counts(v):
