@@ -215,14 +215,14 @@ def eval_cmd(
     if "boundary_f1" in result:
         table.add_row(f"boundary F1 ({boundary_f1}px)", f"{result['boundary_f1']:.4f}", "")
     Console().print(table)
+    if json_out:
+        write_json(result, json_out)
+        typer.echo(f"wrote {json_out}")
     if result.get("held_out"):
         typer.echo(f"scored {result['held_out']}", err=True)
     for flag in result.get("flags") or []:
         typer.echo(f"warning: {flag}: the model has not learned these classes; train longer, or try "
                    f"--loss auto (see `edgeseg data check {data}`)", err=True)
-    if json_out:
-        write_json(result, json_out)
-        typer.echo(f"wrote {json_out}")
 
 
 def predict_cmd(
