@@ -372,3 +372,20 @@ def test_model_is_built_once_into_the_cache(work, tmp_path, monkeypatch):
     again = resolve_artifact(model=str(root / "unet.pt"), target="onnxruntime-cpu")
     assert first == again == tmp_path / "cache" / "artifacts" / "unet-onnxruntime-cpu-fp32"
     assert len(calls) == 1 and (first / "manifest.json").is_file()
+
+
+def test_runtime_native_logs_stay_off_the_terminal(tmp_path):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ when the
+    demo loads a TFLite artifact; the demo keeps it off stderr (edgeseg --verbose shows it)."""
+    pytest.importorskip("litert_torch")
+    from helpers import make_camvid, tiny_checkpoint
+
+    data = make_camvid(tmp_path / "camvid", 2, 2, (64, 96))
+    art = build(tiny_checkpoint(tmp_path / "t.pt"), "coral", out=tmp_path / "coral", data=data, calib_images=2,
+                parity_images=2, allow_drop=True)
+    p = subprocess.run([sys.executable, "-m", "edgeseg", "demo", "--artifact", str(art), "--source",
+                        str(data / "val"), "--no-window", "--json", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "XNNPACK" not in p.stderr and "INFO:" not in p.stderr, p.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == 2
