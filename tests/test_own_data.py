@@ -184,6 +184,11 @@ def test_degenerate_model_warns_in_eval_and_build_and_artifact_failure(grouped, 
     assert "the source model is degenerate on the parity images (single-class output" in stdout + err
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["parity"]["flags"]["reference"] and manifest["source"]["holdout"]["val"]
+    # bench scores the held-out images (the manifest carries the list); --max-images caps them
+    code, _, err = run_cli(["bench", tmp_path / "a", "--data", grouped, "--max-images", "2", "--runs", "2",
+                            "--warmup", "1", "--memory-runs", "1", "--json", tmp_path / "b.json"], capsys)
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert code == 3 and report["accuracy"]["images"] == 2 and "single-class output" in report["flags"][0]
 
     # an artifact that degenerates where its source does not fails parity
     import edgeseg.build as build_mod

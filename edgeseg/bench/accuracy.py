@@ -102,7 +102,7 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
     nc, ig = len(classes), int(manifest.get("ignore_index", 255))
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     pairs = [ds.read(i) for i in range(n)]
-    art = evaluate(predictor, ds, nc, ig, classes, images=pairs, crf=crf)
+    art = evaluate(predictor, ds, nc, ig, classes, max_images=n, images=pairs, crf=crf)
     out = {"data": str(data), "split": split, "images": n, "miou": art["miou"], "crf": crf,
            "crf_ms_per_image": art.get("crf_ms_per_image"),
            "per_class_iou": art["per_class_iou"], "pixel_accuracy": art["pixel_accuracy"],
@@ -114,7 +114,7 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
         if ref is None:
             out["reference"] = {"available": False, "reason": why}
         else:
-            r = evaluate(ref, ds, nc, ig, classes, images=pairs)
+            r = evaluate(ref, ds, nc, ig, classes, max_images=n, images=pairs)
             delta = {c: (None if art["per_class_iou"][c] is None or r["per_class_iou"][c] is None
                          else art["per_class_iou"][c] - r["per_class_iou"][c]) for c in classes}
             out["reference"] = {"available": True, "runtime": "torch fp32", "source": (manifest.get("source") or {}).get("path"),
