@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeseg.data.info import CAMVID
 
-__all__ = ["make_camvid", "make_camvid_sample", "make_flat_binary", "tiny_checkpoint"]
+__all__ = ["make_camvid", "make_camvid_sample", "make_flat_binary", "tiny_checkpoint", "under_a_terminal"]
 
 
 def make_camvid_sample(rng: np.random.Generator, size=(64, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +84,28 @@ def tiny_checkpoint(path, size=(64, 96), seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_checkpoint(make_checkpoint(create_model("unet", 11, base_channels=4, depth=2), CAMVID, size), path)
     return Path(path)
+
+
+def under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it;
+    returns (exit code, everything the terminal showed)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")

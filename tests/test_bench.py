@@ -15,11 +15,11 @@ from edgeseg.bench import bench_artifact
 from edgeseg.bench.matrix import plan
 from edgeseg.build import build
 from edgeseg.cli.main import main
-from edgeseg.data.info import CAMVID, DatasetInfo
+from edgeseg.data.info import CAMVID
 from edgeseg.models import create_model
 from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
 
-from helpers import make_camvid
+from helpers import make_camvid, under_a_terminal
 
 KEYS = {"schema_version", "latency_ms", "end_to_end_ms", "throughput_fps", "peak_memory_mb", "size_mb", "miou",
         "per_class_iou", "pixel_accuracy", "reference", "flags", "machine", "runtime_versions", "budget"}
@@ -179,36 +179,11 @@ def test_crf_scoring(work, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
 
 
-def _under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it
-    (as in tests/test_list_commands.py)."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    master, slave = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
-    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_latency_phases_show_progress_bars_on_a_terminal_and_the_next_commands(work, tmp_path):
     import re
 
     root, data, ckpt, art = work
-    code, seen = _under_a_terminal(["bench", str(art), "--runs", "40", "--warmup", "5", "--threads", "1",
+    code, seen = under_a_terminal(["bench", str(art), "--runs", "40", "--warmup", "5", "--threads", "1",
                                     "--memory-runs", "0"], tmp_path)
     assert code == 0, seen[-3000:]
     seen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)  # colours and cursor moves

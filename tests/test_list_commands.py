@@ -13,7 +13,7 @@ import pytest
 from edgeseg.targets import list_targets
 from edgeseg.zoo import list_zoo
 
-from helpers import make_camvid, tiny_checkpoint
+from helpers import make_camvid, tiny_checkpoint, under_a_terminal
 
 LISTS = {
     "models": ["models", "deeplab*"],
@@ -76,28 +76,6 @@ def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
     assert noisy == [], noisy
 
 
-def _under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it."""
-    import os
-    import pty
-
-    master, slave = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
-    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp_path):
     data = make_camvid(tmp_path / "camvid", 2, 24, (64, 96))
     ckpt = tiny_checkpoint(tmp_path / "t.pt")
@@ -111,8 +89,8 @@ def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp
     bars = {"eval": "eval val", "predict": "predict", "build (parity)": "parity: onnxruntime",
             "bench (accuracy)": "accuracy: onnxruntime"}
     for name, args in commands.items():
-        code, seen = _under_a_terminal(args, tmp_path)
+        code, seen = under_a_terminal(args, tmp_path)
         assert code == 0, (name, seen[-2000:])
         assert re.search(re.escape(bars[name]) + r" .*━.* \d+/24", seen), (name, seen[-3000:])  # bar and count
-    code, seen = _under_a_terminal(["--quiet", *commands["eval"]], tmp_path)
+    code, seen = under_a_terminal(["--quiet", *commands["eval"]], tmp_path)
     assert code == 0 and "eval val" not in seen and "mIoU" in seen

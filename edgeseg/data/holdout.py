@@ -11,7 +11,6 @@ resumed run score the same images.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 

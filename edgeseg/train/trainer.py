@@ -8,7 +8,6 @@ One function, ``train(config)``, from a dataset folder to ``last.pt`` and ``best
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -290,7 +289,7 @@ def open_train_val(cfg: TrainConfig, log=print):
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict:
     """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
-    from edgeseg.data import build_eval_transform, build_train_transform, open_dataset
+    from edgeseg.data import build_eval_transform, build_train_transform
     from edgeseg.losses import build_loss, parse_loss_spec
     from edgeseg.models import create_model, get_entry
 
