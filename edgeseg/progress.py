@@ -36,4 +36,18 @@ def track(iterable, description: str, total: int | None = None):
             bar.advance(task)
 
 
-__all__ = ["track", "enabled", "QUIET_ENV"]
+class Tracked:
+    """A list that shows a progress bar each time it is iterated: calibration images for a
+    third-party loop (``nncf.quantize``) whose own bar is captured with its logs."""
+
+    def __init__(self, items, description: str):
+        self.items, self.description = list(items), description
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(track(self.items, self.description))
+
+
+__all__ = ["track", "enabled", "Tracked", "QUIET_ENV"]

@@ -92,5 +92,10 @@ def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp
         code, seen = under_a_terminal(args, tmp_path)
         assert code == 0, (name, seen[-2000:])
         assert re.search(re.escape(bars[name]) + r" .*━.* \d+/24", seen), (name, seen[-3000:])  # bar and count
+    # build's int8 calibration (NNCF's own bar is captured with its logs; ours counts the images)
+    code, seen = under_a_terminal(["build", str(ckpt), "--target", "openvino-cpu", "--precision", "int8", "--data",
+                                   str(data), "--parity-images", "2", "--allow-drop", "--out", str(tmp_path / "q")], tmp_path)
+    assert code == 0, seen[-2000:]
+    assert re.search(r"calibration \(nncf\.quantize\) .*━.*\d/2", seen), seen[-3000:]
     code, seen = under_a_terminal(["--quiet", *commands["eval"]], tmp_path)
     assert code == 0 and "eval val" not in seen and "mIoU" in seen

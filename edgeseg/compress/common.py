@@ -22,20 +22,6 @@ from edgeseg.errors import ConfigError, DataError
 from edgeseg.progress import track
 
 
-class Tracked:
-    """A list that shows a progress bar each time it is iterated: calibration images for a
-    third-party loop (``nncf.quantize``) whose own bar is captured with its logs."""
-
-    def __init__(self, items, description: str):
-        self.items, self.description = list(items), description
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self):
-        return iter(track(self.items, self.description))
-
-
 class Data:
     """The train and val splits of a dataset folder, checked against the model's classes."""
 

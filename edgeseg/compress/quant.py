@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from edgeseg.compress._nncf import ignored_scope, module_pattern, nncf, nncf_args, target_preset
-from edgeseg.compress.common import Data, Tracked, evaluate, finetune
+from edgeseg.compress.common import Data, evaluate, finetune
+from edgeseg.progress import Tracked
 from edgeseg.errors import CheckpointError
 from edgeseg.native_logs import captured
 from edgeseg.progress import track

@@ -73,8 +73,10 @@ def quantize_int8(ov_model, calib, *, preset: str = "mixed", device: str | None 
                           f"in the target file")
     target = {"CPU": nncf.TargetDevice.CPU, "NPU": nncf.TargetDevice.NPU}.get(str(device or "CPU").upper(),
                                                                             nncf.TargetDevice.ANY)
+    from edgeseg.progress import Tracked
+
     items = [np.ascontiguousarray(a, dtype=np.float32) for a in calib]
-    qmodel = nncf.quantize(ov_model, nncf.Dataset(items),
+    qmodel = nncf.quantize(ov_model, nncf.Dataset(Tracked(items, "calibration (nncf.quantize)")),
                            preset=getattr(nncf.QuantizationPreset, preset.upper()),
                            target_device=target, subset_size=len(items),
                            fast_bias_correction=fast_bias_correction)

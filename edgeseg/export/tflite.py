@@ -256,8 +256,10 @@ def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True, rewrite
     quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
     with _ordered_observer_creation():
         prepared = qpt2e.prepare_pt2e(gm, quantizer)
+    from edgeseg.progress import track
+
     with torch.no_grad():
-        for a in calib_nhwc:
+        for a in track(calib_nhwc, "calibration (PT2E)"):
             prepared(a)
     return qpt2e.convert_pt2e(prepared, fold_quantize=False), quantizer, out_size
 
