@@ -86,9 +86,10 @@ def tiny_checkpoint(path, size=(64, 96), seed: int = 0) -> Path:
     return Path(path)
 
 
-def under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
+def under_a_terminal(args, cwd=None, extra_env=None, pipe_stdout: bool = False):
     """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell sees it;
-    returns (exit code, everything the terminal showed)."""
+    returns (exit code, everything the terminal showed). With ``pipe_stdout`` stdout is a pipe
+    instead (it may carry data) and the result is (exit code, terminal, stdout)."""
     import os
     import pty
     import subprocess
@@ -96,7 +97,8 @@ def under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
 
     master, slave = pty.openpty()
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(extra_env or {})}
-    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=slave, stderr=slave, cwd=cwd, env=env)
+    p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=subprocess.PIPE if pipe_stdout else slave,
+                         stderr=slave, cwd=cwd, env=env)
     os.close(slave)
     chunks = []
     while True:
@@ -108,4 +110,6 @@ def under_a_terminal(args, cwd, extra_env=None) -> tuple[int, str]:
             break
         chunks.append(data)
     os.close(master)
-    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+    stdout = p.stdout.read().decode() if pipe_stdout else None
+    code, seen = p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+    return (code, seen, stdout) if pipe_stdout else (code, seen)

@@ -208,34 +208,17 @@ def test_cli_keeps_nncf_output_off_stdout_and_shows_its_own_bars(tmp_path, tiny_
     """stdout piped (it may carry data), stderr on a pseudo-terminal: NNCF's "Statistics collection"
     / "Fast Bias correction" bars and INFO lines reach neither; edgeseg's bars and next steps go to
     the terminal."""
-    import os
-    import pty
     import re
-    import subprocess
-    import sys
 
-    from helpers import tiny_checkpoint
+    from helpers import tiny_checkpoint, under_a_terminal
 
     ckpt = tiny_checkpoint(tmp_path / "t.pt")  # the smallest model: this test is about output, not accuracy
     out = tmp_path / "run"
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "edgeseg", "compress", str(ckpt), "--data", str(tiny_camvid),
-                          "--ptq", "--runs", "2", "--val-images", "2", "--calib-images", "3", "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "COLUMNS": "120"})
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    stdout = p.stdout.read().decode()
-    assert p.wait(timeout=300) == 0, stdout[-2000:]
-    terminal = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    code, seen, stdout = under_a_terminal(["compress", str(ckpt), "--data", str(tiny_camvid), "--ptq", "--runs", "2",
+                                           "--val-images", "2", "--calib-images", "3", "--out", str(out)],
+                                          extra_env={"TERM": "xterm"}, pipe_stdout=True)
+    assert code == 0, stdout[-2000:]
+    terminal = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)
     for noise in ("Statistics collection", "Fast Bias correction", "INFO:nncf", "NNCF initialized"):
         assert noise not in stdout and noise not in terminal, noise
     assert "int8_ptq" in stdout and "wrote" in stdout
