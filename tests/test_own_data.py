@@ -128,6 +128,15 @@ def test_train_on_a_flat_folder_holds_out_val_and_keeps_it(grouped, tmp_path, ca
     assert scored["images"] == 5 and scored["held_out"] and "held out" in err
 
 
+def test_malformed_holdout_in_a_config_is_refused(grouped, tmp_path):
+    from edgeseg.train import TrainConfig
+    from edgeseg.train.trainer import open_train_val
+
+    cfg = TrainConfig(model="unet", data=str(grouped), out=str(tmp_path / "r"), holdout={"from": "train", "val": 3})
+    with pytest.raises(ConfigError, match="malformed 'holdout'"):
+        open_train_val(cfg)
+
+
 def test_val_fraction_on_data_with_a_val_split_is_refused(tmp_path, capsys):
     from helpers import make_camvid
 

@@ -267,8 +267,11 @@ class _Progress:
 def open_train_val(cfg: TrainConfig, log=print):
     """The training and validation sets; a dataset with no val split gets a seeded hold-out of train."""
     from edgeseg.data import available_splits, open_dataset
-    from edgeseg.data.holdout import describe_holdout, make_holdout, open_split
+    from edgeseg.data.holdout import describe_holdout, make_holdout, open_split, valid_holdout
 
+    if cfg.holdout is not None and valid_holdout(cfg.holdout) is None:  # a stranger's last.pt
+        raise ConfigError("the run's config holds a malformed 'holdout' (it needs 'from' and a list of image ids "
+                          "in 'val'): resume from a last.pt written by `edgeseg train`")
     if cfg.holdout is None:
         if cfg.val_split in available_splits(cfg.data, cfg.data_format):
             if cfg.val_fraction is not None:
