@@ -97,5 +97,7 @@ def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp
                                    str(data), "--parity-images", "2", "--allow-drop", "--out", str(tmp_path / "q")], tmp_path)
     assert code == 0, seen[-2000:]
     assert re.search(r"calibration \(nncf\.quantize\) .*━.*\d/2", seen), seen[-3000:]
+    code, seen = under_a_terminal(["models", "*", "--img-size", "64x64"], tmp_path)  # model listing
+    assert code == 0 and re.search(r"measuring models .*━.*\d+/\d+", seen), seen[-3000:]
     code, seen = under_a_terminal(["--quiet", *commands["eval"]], tmp_path)
     assert code == 0 and "eval val" not in seen and "mIoU" in seen
