@@ -33,12 +33,13 @@ class CheckpointError(EdgesegError):
 class MissingDependencyError(EdgesegError):
     """An optional backend is not installed; the message names the extra."""
 
-    def __init__(self, module: str, extra: str, purpose: str = ""):
+    def __init__(self, module: str, extra: str | None, purpose: str = ""):
         what = f" for {purpose}" if purpose else ""
-        super().__init__(
-            f"'{module}' is needed{what} but is not installed: "
-            f"run `pip install 'edgeseg[{extra}]'`"
-        )
+        # extra None: a core dependency, so the install itself is incomplete
+        fix = (f"run `pip install 'edgeseg[{extra}]'`" if extra else
+               "it is a core dependency of edgeseg: reinstall with `pip install -c constraints.txt -e .` "
+               "(see the README)")
+        super().__init__(f"'{module}' is needed{what} but is not installed: {fix}")
         self.module = module
         self.extra = extra
 
@@ -52,8 +53,9 @@ class DownloadError(EdgesegError):
     """A download that failed or whose checksum does not match."""
 
 
-def require(module: str, extra: str, purpose: str = ""):
-    """Import an optional module lazily, or raise a MissingDependencyError naming the extra."""
+def require(module: str, extra: str | None, purpose: str = ""):
+    """Import an optional module lazily, or raise a MissingDependencyError naming the extra
+    (``extra=None`` for a core dependency imported late)."""
     import importlib
     import importlib.util
 
@@ -73,6 +75,7 @@ def require(module: str, extra: str, purpose: str = ""):
             installed = False
         if installed:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            target = f"'edgeseg[{extra}]'" if extra else module
             raise EdgesegError(f"'{module}' is installed but fails to import ({first}): reinstall it with "
-                               f"`pip install --force-reinstall 'edgeseg[{extra}]'`") from exc
+                               f"`pip install --force-reinstall {target}`") from exc
         raise MissingDependencyError(module, extra, purpose) from exc

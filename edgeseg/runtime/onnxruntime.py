@@ -17,7 +17,7 @@ PROVIDERS = {
 
 
 def available_providers() -> list[str]:
-    ort = require("onnxruntime", "onnxruntime", "the ONNX Runtime runtime")
+    ort = require("onnxruntime", None, "the ONNX Runtime runtime")
     return list(ort.get_available_providers())
 
 
@@ -26,7 +26,7 @@ class OnnxRuntimePredictor(Predictor):
 
     def __init__(self, artifact_dir, manifest, *, threads=None, device=None):
         super().__init__(artifact_dir, manifest, threads=threads, device=device)
-        ort = require("onnxruntime", "onnxruntime", "the ONNX Runtime runtime")
+        ort = require("onnxruntime", None, "the ONNX Runtime runtime")
         dev = str(device or "cpu").lower()
         if dev not in PROVIDERS:
             raise ConfigError(f"onnxruntime device '{device}' is not one of {', '.join(PROVIDERS)}")

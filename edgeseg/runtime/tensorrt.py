@@ -48,7 +48,7 @@ class TensorRTPredictor(Predictor):
     def __init__(self, artifact_dir, manifest, *, threads=None, device=None):
         super().__init__(artifact_dir, manifest, threads=threads, device=device)
         trt = require("tensorrt", "tensorrt", "the TensorRT runtime")
-        torch = require("torch", "torch", "TensorRT buffers")
+        torch = require("torch", None, "TensorRT buffers")
         if not torch.cuda.is_available():
             raise ConfigError("the TensorRT runtime needs an NVIDIA GPU and none is visible here: "
                               "run the artifact on the Jetson, or run its ONNX with load_predictor(dir, runtime='onnxruntime')")
