@@ -130,9 +130,13 @@ def test_signal_during_build_leaves_nothing(base, tmp_path, signame, code, text)
 
     root, data, ckpt, art = base
     out = tmp_path / "never"
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored (as `nohup` wants): give the child the default so Ctrl-C is Ctrl-C
+    # however pytest itself was started.
     p = subprocess.Popen([sys.executable, "-m", "edgeseg", "build", str(ckpt), "--target", "openvino-cpu",
                           "--out", str(out), "--parity-images", "8"], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while not list(tmp_path.glob(".never.build-*")) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
