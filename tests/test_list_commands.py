@@ -47,6 +47,10 @@ def test_piped_list_has_complete_rows_and_json_has_the_same(name):
         assert [r[0] for r in rows] == list_targets()
         # a reason that names an extra keeps its brackets
         assert all("pip install 'edgeseg'" not in c for r in rows for c in r)
+    if name == "data list":  # an archive without a checksum says it is not verified, not "-"
+        by_name = {rec["name"]: rec for rec in records}
+        assert by_name["camvid"]["checksum"].startswith("none: not verified")
+        assert by_name["voc2012"]["checksum"].startswith("md5:")
 
 
 def test_native_logs_are_captured_unless_verbose():

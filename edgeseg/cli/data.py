@@ -28,7 +28,8 @@ def list_cmd(as_json: Annotated[bool, JsonOpt] = False):
     from edgeseg.cli.tables import emit
     from edgeseg.data.download import CATALOG
 
-    records = [{"name": e.name, "dataset": e.title, "size": e.size, "format": e.format, "checksum": e.checksum,
+    records = [{"name": e.name, "dataset": e.title, "size": e.size, "format": e.format,
+                "checksum": e.checksum or "none: not verified (give --sha256 or --md5)",
                 "access": "direct download" if e.direct else f"login: {e.login_url}"} for e in CATALOG.values()]
     emit("edgeseg dataset catalog", records, as_json=as_json)
 
