@@ -25,6 +25,7 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     select the inference of :func:`edgeseg.predict.segment_image`, image by image.
     """
     from edgeseg.data import build_eval_transform
+    from edgeseg.data.holdout import holdout_of
     from edgeseg.metrics import boundary_f1
 
     if batch_size < 1:
@@ -33,6 +34,7 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
         raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {workers}")
     model, info, ckpt = load_model(checkpoint)
     dataset, held_out = _open(data, split, data_format, ckpt)
+    forced = held_out and holdout_of(ckpt).get("forced")
     info.check_compatible(dataset.info, f"dataset '{data}'")
     check_dataset(dataset, f"{data}/{split}")
     dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
@@ -58,7 +60,9 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
         "seconds": round(elapsed, 3),
     }
     if held_out:
-        result["held_out"] = "the images the checkpoint's training held out (the dataset has no such split)"
+        result["held_out"] = ("the images the checkpoint's training held out in place of the dataset's own split "
+                              "(--holdout-val)" if forced else
+                              "the images the checkpoint's training held out (the dataset has no such split)")
     if boundary_tolerance is not None:
         scores = []
         with torch.no_grad():
@@ -75,7 +79,7 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
 def _open(data, split: str, data_format: str, ckpt: dict):
     """``split`` of ``data``; for a dataset without it, the images the checkpoint's training held out."""
     from edgeseg.data import available_splits, open_dataset
-    from edgeseg.data.holdout import holdout_of, open_split
+    from edgeseg.data.holdout import held_out, holdout_of, open_split
 
     holdout = holdout_of(ckpt)
     if holdout is None:
@@ -85,7 +89,7 @@ def _open(data, split: str, data_format: str, ckpt: dict):
         raise ConfigError(f"dataset '{data}' has no split '{split}' (splits: "
                           f"{', '.join(available_splits(data, data_format)) or 'none'}, and '{holdout.get('split', 'val')}' "
                           f"held out in training): pick one with --split")
-    return ds, split == holdout.get("split", "val") and split not in available_splits(data, data_format)
+    return ds, held_out(data, split, holdout, fmt=data_format)
 
 
 def confusion_flags(cm, class_names) -> list[str]:

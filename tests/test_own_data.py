@@ -128,6 +128,33 @@ def test_train_on_a_flat_folder_holds_out_val_and_keeps_it(grouped, tmp_path, ca
     assert scored["images"] == 5 and scored["held_out"] and "held out" in err
 
 
+def test_holdout_val_holds_out_whole_groups_of_train_plus_val(tmp_path, capsys):
+    """A dataset with its own val split whose frames share groups with train (as CamVid's do):
+    --train-split train+val --holdout-val trains on some groups and scores a whole other one."""
+    flat = make_flat_binary(tmp_path / "flat", n=30, size=(32, 48), groups=5)
+    data = tmp_path / "split"
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (data / sub / split).mkdir(parents=True)
+    for i, img in enumerate(sorted((flat / "images").iterdir())):
+        split = "val" if i % 3 == 0 else "train"  # every group has frames in both, as CamVid's 0016E5 has
+        img.rename(data / "images" / split / img.name)
+        (flat / "masks" / f"{img.stem}.png").rename(data / "masks" / split / f"{img.stem}.png")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", *TINY, "--data", data, "--epochs", "1", "--train-split", "train+val",
+                                 "--holdout-val", "--val-fraction", "0.2", "--out", out], capsys)
+    assert code == 0, err
+    assert "--holdout-val, in place of the dataset's own 'val'" in stdout and "6 of 30 'train+val' images" in stdout
+    h = json.loads((out / "config.json").read_text())["holdout"]
+    assert h["forced"] and len(h["groups"]) == 1 and h["from"] == "train+val"
+    assert "24 train / 6 val images" in stdout
+    code, _, err = run_cli(["eval", out / "last.pt", "--data", data, "--json", tmp_path / "m.json"], capsys)
+    scored = json.loads((tmp_path / "m.json").read_text())
+    assert code == 0 and scored["images"] == 6 and "--holdout-val" in scored["held_out"]
+    val, train = open_split(data, "val", h), open_split(data, "train+val", h)
+    assert {val.image_id(i) for i in range(len(val))} == set(h["val"]) and len(train) == 24
+
+
 def test_malformed_holdout_in_a_config_is_refused(grouped, tmp_path):
     from edgeseg.train import TrainConfig
     from edgeseg.train.trainer import open_train_val

@@ -67,8 +67,12 @@ def train_cmd(
     color_jitter: Annotated[Optional[bool], typer.Option(help="Colour jitter [on].")] = None,
     model_arg: Annotated[Optional[list[str]], typer.Option(help="Model argument KEY=VALUE (repeatable).")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(help="Steps per epoch; 0 = one pass over the data [0].")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Data without a val split: hold out this share of the "
-                                                               "training images as validation [0.1].")] = None,
+    train_split: Annotated[Optional[str], typer.Option(help="Split(s) to train on; 'train+val' joins two [train].")] = None,
+    holdout_val: Annotated[Optional[bool], typer.Option(help="Hold out the validation images from --train-split even "
+                                                             "where the dataset has a val split (e.g. --train-split "
+                                                             "train+val: whole video sequences held out) [off].")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Data without a val split (or --holdout-val): hold out "
+                                                               "this share of the training images as validation [0.1].")] = None,
     val_group: Annotated[Optional[str], typer.Option(help="How held-out images are grouped: auto (whole groups by name "
                                                           "prefix, e.g. a video sequence or patient, when the names "
                                                           "carry one), none (single images), or a regex whose first "
@@ -89,6 +93,7 @@ def train_cmd(
         "scale": _parse_range(scale) if scale else None, "rotate": rotate, "elastic": elastic, "hflip": hflip,
         "color_jitter": color_jitter, "model_kwargs": _parse_kwargs(model_arg) if model_arg else None,
         "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction, "val_group": val_group,
+        "train_split": train_split, "holdout_val": holdout_val,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:

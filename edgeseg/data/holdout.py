@@ -16,7 +16,8 @@ import numpy as np
 
 from edgeseg.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_VAL_FRACTION", "make_holdout", "describe_holdout", "open_split", "subset", "group_of", "holdout_of", "valid_holdout"]
+__all__ = ["DEFAULT_VAL_FRACTION", "make_holdout", "describe_holdout", "open_split", "subset", "group_of", "holdout_of", "valid_holdout",
+           "open_joined", "held_out"]
 
 DEFAULT_VAL_FRACTION = 0.1
 # A group prefix: letters/digits up to the first '_', '-' or space (0016E5_07959 -> 0016E5).
@@ -150,24 +151,44 @@ def subset(dataset, ids, *, split: str, exclude: bool = False):
     return out
 
 
-def open_split(data, split: str, holdout: dict | None = None, *, fmt: str = "auto"):
-    """``split`` of ``data``: the dataset's own, or the held-out part of ``holdout`` when it has none.
-
-    With a holdout, ``'val'`` is the held-out images and the holdout's source split
-    (``'train'``) is the rest. Returns ``None`` where neither gives the split.
-    """
+def open_joined(data, split: str, *, fmt: str = "auto", must: bool = False):
+    """A split, or several joined with '+' (``train+val``) as one dataset; None where a part is
+    missing (with ``must``, the missing part's own DataError)."""
     from edgeseg.data.datasets import available_splits, open_dataset
 
-    if holdout and split in (holdout.get("split", "val"), holdout.get("from")) and split not in _native(data, fmt, holdout):
-        base = open_dataset(data, holdout["from"], fmt=fmt)
-        return subset(base, holdout["val"], split=split, exclude=split != holdout.get("split", "val"))
-    if split not in available_splits(data, fmt):
+    parts = split.split("+")
+    if not must and any(p not in available_splits(data, fmt) for p in parts):
         return None
-    return open_dataset(data, split, fmt=fmt)
+    sets = [open_dataset(data, p, fmt=fmt) for p in parts]
+    if len(sets) == 1:
+        return sets[0]
+    for other, name in zip(sets[1:], parts[1:]):
+        sets[0].info.check_compatible(other.info, f"split '{name}' of '{data}'")
+    joined = subset(sets[0], [], split=split, exclude=True)  # a copy with every sample
+    joined.samples = [s for ds in sets for s in ds.samples]
+    return joined
+
+
+def held_out(data, split: str, holdout: dict | None, *, fmt: str = "auto") -> bool:
+    """Whether ``split`` of ``data`` is read from ``holdout``'s held-out images."""
+    if not holdout or split != holdout.get("split", "val"):
+        return False
+    return bool(holdout.get("forced")) or split not in _native(data, fmt, holdout)
+
+
+def open_split(data, split: str, holdout: dict | None = None, *, fmt: str = "auto"):
+    """``split`` of ``data``: the held-out images of ``holdout`` (where the dataset has no such
+    split, or the hold-out was forced with ``--holdout-val``), the rest of the holdout's source
+    split, or the dataset's own split (``a+b`` joins two). Returns ``None`` where none gives it.
+    """
+    if holdout and (held_out(data, split, holdout, fmt=fmt) or split == holdout.get("from")):
+        base = open_joined(data, holdout["from"], fmt=fmt, must=True)
+        return subset(base, holdout["val"], split=split, exclude=split != holdout.get("split", "val"))
+    return open_joined(data, split, fmt=fmt)
 
 
 def _native(data, fmt: str, holdout: dict) -> list[str]:
     """The dataset's own splits, less the holdout's source (which the holdout divides)."""
     from edgeseg.data.datasets import available_splits
 
-    return [s for s in available_splits(data, fmt) if s != holdout.get("from")]
+    return [s for s in available_splits(data, fmt) if s not in holdout.get("from", "").split("+")]

@@ -56,6 +56,7 @@ class TrainConfig:
     val_fraction: float | None = None
     val_group: str = "auto"  # auto (name prefix when the names carry one), none, or a regex
     holdout: dict | None = None  # the held-out image ids, chosen once and kept for resume/eval/build
+    holdout_val: bool = False  # hold out val from train_split even where the dataset has a val split
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     rotate: float = 0.0
@@ -267,22 +268,26 @@ class _Progress:
 def open_train_val(cfg: TrainConfig, log=print):
     """The training and validation sets; a dataset with no val split gets a seeded hold-out of train."""
     from edgeseg.data import available_splits, open_dataset
-    from edgeseg.data.holdout import describe_holdout, make_holdout, open_split, valid_holdout
+    from edgeseg.data.holdout import describe_holdout, make_holdout, open_joined, open_split, valid_holdout
 
     if cfg.holdout is not None and valid_holdout(cfg.holdout) is None:  # a stranger's last.pt
         raise ConfigError("the run's config holds a malformed 'holdout' (it needs 'from' and a list of image ids "
                           "in 'val'): resume from a last.pt written by `edgeseg train`")
     if cfg.holdout is None:
-        if cfg.val_split in available_splits(cfg.data, cfg.data_format):
+        has_val = cfg.val_split in available_splits(cfg.data, cfg.data_format)
+        if has_val and not cfg.holdout_val:
             if cfg.val_fraction is not None:
                 raise ConfigError(f"dataset '{cfg.data}' has a '{cfg.val_split}' split, so no images are held out: "
-                                  f"drop --val-fraction (it applies to data without a validation split)")
-            return (open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format),
+                                  f"drop --val-fraction, or add --holdout-val to hold out images anyway")
+            return (open_joined(cfg.data, cfg.train_split, fmt=cfg.data_format, must=True),
                     open_dataset(cfg.data, cfg.val_split, fmt=cfg.data_format))
-        base = open_dataset(cfg.data, cfg.train_split, fmt=cfg.data_format)
+        base = open_joined(cfg.data, cfg.train_split, fmt=cfg.data_format, must=True)
         cfg.holdout = make_holdout([base.image_id(i) for i in range(len(base))], cfg.val_fraction, seed=cfg.seed,
                                    group_by=cfg.val_group, from_split=cfg.train_split, split=cfg.val_split)
-        log(f"no '{cfg.val_split}' split in {cfg.data}: {describe_holdout(cfg.holdout, len(base))} "
+        cfg.holdout["forced"] = has_val  # its 'val' replaces the dataset's own
+        why = (f"--holdout-val, in place of the dataset's own '{cfg.val_split}'" if has_val
+               else f"no '{cfg.val_split}' split in {cfg.data}")
+        log(f"{why}: {describe_holdout(cfg.holdout, len(base))} "
             f"(--val-fraction, --val-group; the list is kept in {Path(cfg.out) / 'config.json'})")
         if cfg.holdout.get("note"):
             log(f"note: {cfg.holdout['note']}")
