@@ -327,10 +327,10 @@ def _flags(class_maps, masks, info) -> tuple[list[dict], dict]:
 def _new_flags(ref: tuple[list[dict], dict], art: tuple[list[dict], dict], info) -> list[str]:
     """Messages of the artifact's degenerate outputs that the source does not have.
 
-    A collapsed class counts only where the source finds it on at least a tenth of the
-    class's labelled pixels, so a class the source itself barely predicts does not fail the build.
+    A collapsed class counts only where the source still finds it (metrics.classes_lost), so a
+    class the source itself barely predicts does not fail the build.
     """
-    from edgeseg.metrics import STRUCTURAL_FLAGS
+    from edgeseg.metrics import STRUCTURAL_FLAGS, classes_lost
 
     (ref_flags, ref_counts), (art_flags, _) = ref, art
     ref_kinds = {f["kind"] for f in ref_flags}
@@ -340,8 +340,8 @@ def _new_flags(ref: tuple[list[dict], dict], art: tuple[list[dict], dict], info)
         if f["kind"] in STRUCTURAL_FLAGS and not ref_kinds & set(STRUCTURAL_FLAGS):
             out.append(f["message"])
         elif f["kind"] == "collapsed" and ref_counts["truth"] is not None:
-            k = [names.index(c) for c in f["classes"]]
-            if any(ref_counts["predicted"][i] >= 0.1 * ref_counts["truth"][i] for i in k):
+            predicted = dict(zip(names, ref_counts["predicted"].tolist()))
+            if classes_lost(f["classes"], predicted, dict(zip(names, ref_counts["truth"].tolist()))):
                 out.append(f["message"])
     return out
 

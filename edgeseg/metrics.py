@@ -26,6 +26,7 @@ __all__ = [
     "BoundaryF1",
     "ConfusionMatrix",
     "class_map_counts",
+    "classes_lost",
     "output_flags",
     "assd",
     "boundary_f1",
@@ -273,6 +274,16 @@ def output_flags(predicted, truth=None, *, class_names: Sequence[str], images: i
             out.append({"kind": "collapsed", "classes": [names[k] for k in gone],
                         "message": f"collapsed class{'es' if len(gone) > 1 else ''}: {listed} never predicted"})
     return out
+
+
+# A class the artifact never predicts is the artifact's loss (not the model's) where its source
+# predicts it on at least this share of the class's labelled pixels.
+SOURCE_FINDS_SHARE = 0.1
+
+
+def classes_lost(collapsed, source_predicted: dict, truth: dict) -> list[str]:
+    """The ``collapsed`` class names (never predicted by an artifact) that its source still finds."""
+    return [c for c in collapsed if source_predicted.get(c, 0) >= SOURCE_FINDS_SHARE * truth.get(c, 0)]
 
 
 def class_map_counts(preds, masks=None, *, num_classes: int, ignore_index: int = 255) -> dict:

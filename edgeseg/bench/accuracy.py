@@ -97,6 +97,8 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
 def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, threads: int | None = None,
                     max_images: int | None = None, reference: bool = True, crf: bool = False) -> dict:
     """mIoU / per-class IoU / pixel accuracy of the artifact and of its fp32 source, the deltas and flags."""
+    from edgeseg.metrics import classes_lost
+
     ds = open_split(data, split, manifest)
     classes = list(manifest["classes"])
     nc, ig = len(classes), int(manifest.get("ignore_index", 255))
@@ -122,11 +124,10 @@ def accuracy_report(predictor, manifest: dict, data, split: str = "val", *, thre
                                 "pixel_accuracy": r["pixel_accuracy"], "delta_per_class": delta,
                                 "flags": [f["message"] for f in r["flags"]],
                                 "delta_miou": None if art["miou"] is None or r["miou"] is None else art["miou"] - r["miou"]}
-            # a class the artifact never predicts but its source finds (on a tenth of its pixels or
-            # more, as build's parity gate counts it) is the artifact's failure; otherwise the model's
-            found = r["predicted_pixels_per_class"]
-            # (not with --crf: the source is scored without the CRF, which can remove small classes)
-            lost = [] if crf else [c for c in collapsed if found.get(c, 0) >= 0.1 * r["true_pixels_per_class"][c]]
+            # a class the artifact never predicts but its source finds is the artifact's failure (as
+            # build's parity gate counts it); otherwise the model's. Not with --crf: the source is
+            # scored without the CRF, which can remove small classes.
+            lost = [] if crf else classes_lost(collapsed, r["predicted_pixels_per_class"], r["true_pixels_per_class"])
             if lost:
                 out["flags"].append(f"collapsed class{'es' if len(lost) > 1 else ''}: {', '.join(lost)} never "
                                     f"predicted by the artifact, though its fp32 source predicts "

@@ -10,14 +10,15 @@ resumed run score the same images.
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 
 from edgeseg.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_VAL_FRACTION", "make_holdout", "describe_holdout", "open_split", "subset", "group_of", "holdout_of", "valid_holdout",
-           "open_joined", "held_out"]
+__all__ = ["DEFAULT_VAL_FRACTION", "make_holdout", "describe_holdout", "open_split", "open_joined", "held_out",
+           "subset", "group_of", "holdout_of", "valid_holdout"]
 
 DEFAULT_VAL_FRACTION = 0.1
 # A group prefix: letters/digits up to the first '_', '-' or space (0016E5_07959 -> 0016E5).
@@ -134,8 +135,6 @@ def describe_holdout(h: dict, total: int) -> str:
 
 def subset(dataset, ids, *, split: str, exclude: bool = False):
     """A copy of ``dataset`` with only the images whose id is (or, with ``exclude``, is not) in ``ids``."""
-    from edgeseg.data.datasets import SegmentationDataset
-
     wanted = set(ids)
     have = {dataset.image_id(i) for i in range(len(dataset))}
     missing = sorted(wanted - have)
@@ -144,8 +143,7 @@ def subset(dataset, ids, *, split: str, exclude: bool = False):
                         f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}): score the data the "
                         f"model was trained on, or give a dataset with a '{split}' split")
     keep = [i for i in range(len(dataset)) if (dataset.image_id(i) in wanted) != exclude]
-    out = SegmentationDataset.__new__(SegmentationDataset)
-    out.__dict__.update(dataset.__dict__)
+    out = copy.copy(dataset)  # same decoding (label table, colours); its own sample list
     out.samples = [dataset.samples[i] for i in keep]
     out.split = split
     return out
@@ -164,8 +162,9 @@ def open_joined(data, split: str, *, fmt: str = "auto", must: bool = False):
         return sets[0]
     for other, name in zip(sets[1:], parts[1:]):
         sets[0].info.check_compatible(other.info, f"split '{name}' of '{data}'")
-    joined = subset(sets[0], [], split=split, exclude=True)  # a copy with every sample
+    joined = copy.copy(sets[0])
     joined.samples = [s for ds in sets for s in ds.samples]
+    joined.split = split
     return joined
 
 
