@@ -14,8 +14,8 @@ import errno
 import json
 from pathlib import Path
 
-from edgeseg.machine import tool_versions
-from edgeseg.runtime.base import FORMAT_VERSION, MANIFEST
+from edgeseg.formats import tool_versions
+from edgeseg.formats.predictor import FORMAT_VERSION, MANIFEST
 
 def _merge(base: dict, extra: dict) -> dict:
     for k, v in (extra or {}).items():
@@ -187,7 +187,7 @@ def _source_entry(source, ckpt: dict) -> dict:
     return entry
 
 
-def _synthetic_images(n: int, size, seed: int = 0) -> list[np.ndarray]:
+def synthetic_images(n: int, size, seed: int = 0) -> list[np.ndarray]:
     """Deterministic smooth RGB images (blobs of colour) for a parity check without data."""
     import cv2
 
@@ -230,7 +230,7 @@ def _prediction_run(predictor, images, masks, num_classes, ignore_index, ref=Non
 
 def _as_nchw_logits(pred, y):
     """The raw output as float NCHW logits (dequantised), or None for class outputs."""
-    from edgeseg.runtime.base import dequantize
+    from edgeseg.formats.predictor import dequantize
 
     if pred.output_kind != "logits":
         return None
@@ -247,37 +247,17 @@ def check_parity(artifact_dir, model, info, input_size, profile, precision, *, i
                  threads=None, reference: str = "pytorch fp32") -> dict:
     """Run the artifact in its runtime (or a stated proxy) and compare with ``model`` in PyTorch
     (fp32, or the checkpoint's fake-quantized model for a QAT checkpoint; ``reference`` says which)."""
-    from edgeseg.runtime.base import load_predictor
-    from edgeseg.runtime.torch import TorchPredictor
-    from edgeseg.targets import runtime_available
+    from edgeseg.formats import get_unit, load_predictor
+    from edgeseg.reference import TorchPredictor
 
-    ok, why = runtime_available(profile)
+    unit = get_unit(profile.runtime)
+    ok, why = unit.available(profile)
     runtime, device, proxy = None, None, None
-    extra = profile.extra or {}
     if not ok:
-        if extra.get("parity_proxy"):
-            runtime = extra["parity_proxy"]
-            where = "CPU"
-            if runtime == "onnxruntime" and profile.runtime == "tensorrt":
-                from edgeseg.runtime.onnxruntime import available_providers
-
-                if "TensorrtExecutionProvider" in available_providers():
-                    device, where = "tensorrt", "its TensorRT execution provider"
-                elif "CUDAExecutionProvider" in available_providers():
-                    device, where = "cuda", "its CUDA execution provider"
-            proxy = (f"{profile.runtime} is not available here ({why}); parity ran the same "
-                     f"{Path(read_files_model(artifact_dir)).name} on {runtime} ({where}) as a proxy")
-        elif extra.get("parity_proxy_device"):
-            device = extra["parity_proxy_device"]
-            from edgeseg.targets import TargetProfile
-
-            alt = TargetProfile(**{**profile.to_dict(), "device": device})
-            ok2, why2 = runtime_available(alt)
-            if not ok2:
-                return {"ran": False, "reason": f"{why}; the proxy device {device} is not available either ({why2})"}
-            proxy = f"{why}; parity ran the same files on {profile.runtime} {device} as a proxy"
-        else:
-            return {"ran": False, "reason": why}
+        found = unit.parity_proxy(profile, why, read_files_model(artifact_dir))
+        if not found or isinstance(found, str):  # none, or the reason the proxy cannot run either
+            return {"ran": False, "reason": found or why}
+        runtime, device, proxy = found.runtime, found.device, found.note
     t0 = time.perf_counter()
     pred = load_predictor(artifact_dir, threads=threads, device=device, runtime=runtime)
     ref = TorchPredictor.from_model(model, info, input_size, threads=threads)
@@ -347,7 +327,7 @@ def _new_flags(ref: tuple[list[dict], dict], art: tuple[list[dict], dict], info)
 
 
 def read_files_model(artifact_dir) -> str:
-    from edgeseg.runtime.base import read_manifest
+    from edgeseg.formats.predictor import read_manifest
 
     return read_manifest(artifact_dir)["files"]["model"]
 
@@ -372,9 +352,9 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
     ``report`` (a list) receives one line per notable fact for the CLI to print.
     """
-    from edgeseg.export.base import BuildError, get_exporter
+    from edgeseg.formats import BuildError, get_unit
     from edgeseg.targets import load_target
-    from edgeseg.train.checkpoint import load_model
+    from edgeseg.checkpoints import load_model
 
     say = report.append if report is not None else (lambda s: None)
     if threads is not None and int(threads) < 1:
@@ -395,17 +375,19 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                               f"build it with --precision int8 for a target that has int8, or build its float "
                               f"source checkpoint for {precision}")
         precision = "int8"
-    exporter = get_exporter(profile)
+    unit = get_unit(profile.runtime)
     backend = (qat or {}).get("backend", "nncf")
-    uses_qat = bool(qat) and getattr(exporter, "USES_QAT", False) and getattr(exporter, "QAT_BACKEND",
-                                                                             "nncf") == backend
+    uses_qat = bool(qat) and backend in unit.quantized_checkpoints
     export_model = model
-    if qat and not uses_qat and backend == "pt2e":
-        raise ConfigError(f"'{source}' was quantized for TFLite / the Edge TPU (edgeseg compress --target edgetpu): "
-                          f"build it with --target coral, or compress the fp32 checkpoint for '{profile.name}' "
-                          f"(--target cpu, npu or jetson)")
+    if qat and not uses_qat and backend != "nncf":  # only NNCF's quantizers can be dropped for the float weights
+        from edgeseg.targets import list_targets
+
+        takes = [t for t in list_targets() if backend in get_unit(load_target(t).runtime).quantized_checkpoints]
+        raise ConfigError(f"'{source}' was quantized with {backend} (edgeseg compress) for another runtime: build "
+                          f"it with --target {' or '.join(takes) or '(none here)'}, or compress the fp32 checkpoint "
+                          f"for '{profile.name}'")
     if qat and not uses_qat:
-        from edgeseg.compress.io import float_model
+        from edgeseg.checkpoints import float_model
 
         export_model, _ = float_model(ckpt, str(source))
         export_model = export_model.float().eval().cpu()
@@ -421,7 +403,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
         torch.set_num_threads(int(threads))
 
     # calibration (int8) and parity images
-    from edgeseg.runtime.torch import TorchPredictor
+    from edgeseg.reference import TorchPredictor
 
     ref = TorchPredictor.from_model(model, info, size)
     calib_def = load_calib_definition(calib)
@@ -445,7 +427,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                        "dataset": str(data)}
         say(f"calibration: {len(idx)} {calib_def['split']} images from {data} ({calib_def['selection']})")
     elif needs_calib:
-        from edgeseg.export.base import INT8_NEEDS_DATA
+        from edgeseg.formats.base import INT8_NEEDS_DATA
 
         raise ConfigError(INT8_NEEDS_DATA)
 
@@ -466,7 +448,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                 images = [tds.read(i)[0] for i in range(min(parity_images, len(tds)))]
                 image_source = f"{len(images)} '{calib_def['split']}' images of {data} (no '{split}' split)"
     if images is None:
-        images = _synthetic_images(max(1, min(parity_images, 4)), size)
+        images = synthetic_images(max(1, min(parity_images, 4)), size)
         image_source = f"{len(images)} deterministic synthetic images (no --data given)"
 
     # export in a temp folder beside out, then rename
@@ -477,8 +459,8 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
         t0 = time.perf_counter()
         with captured():  # the converters' native logs (absl, MLIR, torchao...) stay off the terminal
-            result = exporter.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
-                                     profile=profile, calib=calib_arrays, **({"qat": qat} if uses_qat else {}))
+            result = unit.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
+                                 profile=profile, calib=calib_arrays, qat=qat if uses_qat else None)
         export_seconds = time.perf_counter() - t0
         quant = None
         if precision == "int8" or result.details.get("quantization"):
@@ -498,7 +480,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
             say(f"warning: Edge TPU check: {tpu_check.get('summary')} (see edgetpu_check in manifest.json)")
         write_manifest(tmp, manifest)
 
-        from edgeseg.export.base import export_step
+        from edgeseg.formats.base import export_step
 
         with export_step(f"parity run ({profile.runtime})"), captured():
             parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
@@ -556,7 +538,7 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
 
 def summarize(out: Path) -> dict:
     """Files, sizes, precision and parity numbers of a built artifact (for the CLI)."""
-    from edgeseg.runtime.base import read_manifest
+    from edgeseg.formats.predictor import read_manifest
 
     m = read_manifest(out)
     files = {p.name: p.stat().st_size for p in sorted(Path(out).iterdir()) if p.is_file()}

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgeseg.errors import ConfigError
-from edgeseg.train.checkpoint import atomic_write_text, load_model
+from edgeseg.checkpoints import load_model
+from edgeseg.files import atomic_write_text
 from edgeseg.train.trainer import check_dataset, evaluate_model, pad_collate, resolve_device
 
 

@@ -103,9 +103,9 @@ def machine_info(threads: int | None = None) -> dict:
     }
 
 
-#: the packages whose versions an artifact's manifest and a bench report record
-TOOL_PACKAGES = ("edgeseg", "torch", "torchao", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
-                 "litert-torch", "ai-edge-litert", "tflite-runtime", "tensorrt")
+#: the packages whose versions an artifact's manifest and a bench report record, besides
+#: each format unit's own (``Unit.distributions``, added by ``edgeseg.formats.tool_versions``)
+TOOL_PACKAGES = ("edgeseg", "torch", "torchao", "numpy", "nncf")
 
 
 def package_version(dist: str) -> str | None:

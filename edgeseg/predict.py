@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeseg.data.info import DatasetInfo
 from edgeseg.errors import DataError
-from edgeseg.train.checkpoint import atomic_write_bytes
+from edgeseg.files import atomic_write_bytes
 
 
 def read_rgb(path) -> np.ndarray:

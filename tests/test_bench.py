@@ -104,10 +104,10 @@ def test_bad_inputs_one_line(work, capsys, args, words, monkeypatch):
         make_camvid(other, 1, 1, (64, 96))
     import edgeseg.zoo as zoo
 
-    monkeypatch.setattr(zoo, "_cards", lambda zoo_dir=None: {})  # an empty zoo
+    monkeypatch.setattr(zoo, "read_cards", lambda zoo_dir=None: {})  # an empty zoo
     args = [a.format(root=root, art=art, other=other) for a in args]
     if str(other) in args:  # the artifact says it was built for another label set than CamVid's
-        from edgeseg.runtime import base
+        import edgeseg.formats as base
 
         orig = base.read_manifest
         monkeypatch.setattr(base, "read_manifest",
@@ -138,7 +138,7 @@ def test_single_class_model_is_flagged(work, tmp_path, capsys):
 
 
 def test_matrix_plan_and_run(work, tmp_path, capsys):
-    from edgeseg.runtime.openvino import cpu_supports_bf16
+    from edgeseg.formats.openvino.runtime import cpu_supports_bf16
     from edgeseg.targets import load_target, runtime_available
 
     root, data, ckpt, art = work

@@ -23,12 +23,13 @@ from edgeseg.build import build
 from edgeseg.cli.main import main
 from edgeseg.data.info import CAMVID
 from edgeseg.errors import ConfigError, InputSizeError
-from edgeseg.export.base import BuildError
+from edgeseg.formats.base import BuildError
 from edgeseg.models import create_model
-from edgeseg.runtime import load_predictor
-from edgeseg.runtime.torch import TorchPredictor
+from edgeseg.formats import load_predictor
+from edgeseg.reference import TorchPredictor
 from edgeseg.targets import load_target
-from edgeseg.train.checkpoint import file_sha256, load_model, make_checkpoint, save_checkpoint
+from edgeseg.checkpoints import load_model
+from edgeseg.train.checkpoint import file_sha256, make_checkpoint, save_checkpoint
 
 from helpers import make_camvid
 

@@ -16,7 +16,7 @@ pytest.importorskip("openvino")
 from edgeseg.build import build  # noqa: E402
 from edgeseg.data.info import CAMVID  # noqa: E402
 from edgeseg.errors import ConfigError  # noqa: E402
-from edgeseg.export.base import BuildError  # noqa: E402
+from edgeseg.formats.base import BuildError  # noqa: E402
 from edgeseg.models import create_model  # noqa: E402
 
 SIZE = (64, 96)

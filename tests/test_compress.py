@@ -39,7 +39,8 @@ def data(tiny_camvid):
 
 
 def test_qat_checkpoint_round_trip(tmp_path, data):
-    from edgeseg.compress import load_compressed, qat, save_compressed
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress import qat, save_compressed
     from edgeseg.compress.quant import quantizer_count
 
     q, rec = qat(tiny_model(), data, img_size=SIZE, steps=1, batch_size=2)
@@ -58,10 +59,11 @@ def test_qat_checkpoint_round_trip(tmp_path, data):
 def test_structured_pruning_removes_channels_and_exports(tmp_path):
     import onnxruntime as ort
 
-    from edgeseg.compress import load_compressed, prune_structured, save_compressed
-    from edgeseg.compress.quant import to_openvino
-    from edgeseg.runtime.openvino import compile_on_cpu
-    from edgeseg.compress.report import export_onnx
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress import prune_structured, save_compressed
+    from edgeseg.formats.openvino.quantize import to_openvino
+    from edgeseg.formats.openvino.runtime import compile_on_cpu
+    from edgeseg.formats.onnx import export_any as export_onnx
     from edgeseg.models.profile import count_params
 
     model = tiny_model()
@@ -99,8 +101,7 @@ def test_unstructured_pruning_zeroes_weights():
 
 
 def test_accuracy_controlled_ptq_respects_bound(data):
-    from edgeseg.compress import ptq_accuracy_control
-    from edgeseg.compress.quant import ov_summary, to_openvino
+    from edgeseg.formats.openvino.quantize import ov_summary, ptq_accuracy_control, to_openvino
 
     model = tiny_model(seed=3)
     max_drop = 0.002
@@ -124,7 +125,7 @@ def test_accuracy_controlled_ptq_respects_bound(data):
     ({}, ConfigError, "nothing to do"),
 ])
 def test_bad_options(tmp_path, tiny_ckpt, tiny_camvid, kwargs, error, text):
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
 
     out = tmp_path / "out"
     with pytest.raises(error, match=text):
@@ -133,7 +134,7 @@ def test_bad_options(tmp_path, tiny_ckpt, tiny_camvid, kwargs, error, text):
 
 
 def test_bad_checkpoint_and_data(tmp_path, tiny_camvid):
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
 
     # a checkpoint whose weights are another model's
     other = make_checkpoint(tiny_model(), CAMVID, SIZE)
@@ -153,7 +154,8 @@ def test_bad_checkpoint_and_data(tmp_path, tiny_camvid):
 
 
 def test_failure_mid_run_leaves_nothing(tmp_path, tiny_ckpt, tiny_camvid, monkeypatch):
-    from edgeseg.compress import compress, quant
+    from edgeseg.compress import quant
+    from edgeseg.compress_run import compress
 
     def boom(*a, **k):
         raise RuntimeError("simulated failure")
@@ -188,7 +190,7 @@ def test_cli_prune_qat_report(tmp_path, tiny_ckpt, tiny_camvid):
 
 def test_ignored_scope_keeps_modules_in_fp32(data):
     from edgeseg.compress import ptq
-    from edgeseg.compress.api import _split_ignore
+    from edgeseg.compress_run import _split_ignore
     from edgeseg.compress.quant import pick_sensitive, quantizer_count
 
     calib = data.calibration(SIZE)

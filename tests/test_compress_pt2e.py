@@ -40,7 +40,9 @@ def data(tiny_camvid):
 
 
 def test_qat_trains_and_round_trips(tmp_path, data):
-    from edgeseg.compress import load_compressed, pt2e, save_compressed
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress import save_compressed
+    from edgeseg.formats.litert import pt2e
 
     model = tiny_model()
     q, rec = pt2e.qat(model, data, img_size=SIZE, steps=2, batch_size=2, lr=1e-3)
@@ -84,7 +86,7 @@ def test_cli_compress_then_build_coral_without_calibration(tmp_path, tiny_ckpt, 
     the .tflite computes what the fake-quantized torch model computes."""
     from edgeseg.build import build
     from edgeseg.cli.main import main
-    from edgeseg.train.checkpoint import load_model
+    from edgeseg.checkpoints import load_model
 
     out = tmp_path / "run"
     rc = main(["compress", str(tiny_ckpt), "--data", str(tiny_camvid), "--qat", "--target", "coral", "--steps", "1",
@@ -129,7 +131,8 @@ def test_cli_compress_then_build_coral_without_calibration(tmp_path, tiny_ckpt, 
 
 def test_pt2e_checkpoint_is_refused_by_other_targets(tmp_path, data):
     from edgeseg.build import build
-    from edgeseg.compress import pt2e, save_compressed
+    from edgeseg.compress import save_compressed
+    from edgeseg.formats.litert import pt2e
 
     q = pt2e.ptq(tiny_model(), data.calibration(SIZE), input_size=SIZE)
     path = save_compressed(q, CAMVID, SIZE, tmp_path / "q.pt",
@@ -144,7 +147,7 @@ def test_pt2e_checkpoint_is_refused_by_other_targets(tmp_path, data):
     ({"qat": True, "ignore": ["head"]}, "--ignore"),
 ])
 def test_edgetpu_refuses_nncf_only_options(tmp_path, tiny_ckpt, tiny_camvid, kwargs, text):
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
 
     with pytest.raises(ConfigError, match=text):
         compress(tiny_ckpt, tiny_camvid, target="edgetpu", out=tmp_path / "out", log=lambda *_: None, **kwargs)
@@ -155,7 +158,8 @@ def test_pruned_qat_for_edgetpu_reloads_and_builds(tmp_path, tiny_ckpt, tiny_cam
     """Structured pruning + PT2E QAT: the checkpoint records the pruned widths, so it reloads
     (identical outputs) and builds for coral without data."""
     from edgeseg.build import build
-    from edgeseg.compress import compress, load_compressed
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress_run import compress
 
     out = tmp_path / "run"
     report = compress(tiny_ckpt, tiny_camvid, qat=True, prune=0.3, target="edgetpu", steps=1, batch_size=2,
@@ -177,7 +181,9 @@ def test_pruned_qat_for_edgetpu_reloads_and_builds(tmp_path, tiny_ckpt, tiny_cam
 def test_graph_from_other_versions_says_so(tmp_path, data):
     """A PT2E state dict that does not fit the graph rebuilt here names the package versions
     it was saved with (the graph's layout comes from the quantizer)."""
-    from edgeseg.compress import load_compressed, pt2e, save_compressed
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress import save_compressed
+    from edgeseg.formats.litert import pt2e
     from edgeseg.errors import CheckpointError
 
     q = pt2e.ptq(tiny_model(), data.calibration(SIZE), input_size=SIZE)

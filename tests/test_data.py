@@ -29,7 +29,7 @@ from edgeseg.data import (
     pad_to_multiple,
 )
 from edgeseg.data.datasets import CITYSCAPES_ID_TO_TRAINID
-from edgeseg.data.info import _voc_colormap
+from edgeseg.data.info import voc_colormap
 from edgeseg.errors import DataError
 
 
@@ -173,7 +173,7 @@ def test_cityscapes_image_without_label(tmp_path):
 
 def make_voc(root: Path, rng) -> tuple[Path, dict]:
     voc = root / "VOCdevkit" / "VOC2012"
-    cmap = _voc_colormap(256)
+    cmap = voc_colormap(256)
     masks = {}
     for i, name in enumerate(["2007_000032", "2007_000039", "2007_000063"]):
         write_rgb(voc / "JPEGImages" / f"{name}.jpg", rand_image(rng, 20, 30))
@@ -207,7 +207,7 @@ def test_voc_palette_masks(tmp_path):
     # a palette index beyond the 21 classes is an error naming the file
     bad = masks["2007_000063"].copy()
     bad[0, 0] = 40
-    write_palette_png(voc / "SegmentationClass/2007_000063.png", bad, _voc_colormap(256))
+    write_palette_png(voc / "SegmentationClass/2007_000063.png", bad, voc_colormap(256))
     with pytest.raises(DataError, match=r"2007_000063\.png.*40"):
         ds.read(0)
     with pytest.raises(DataError, match="test.txt"):

@@ -28,7 +28,7 @@ from edgeseg.data.info import CAMVID
 from edgeseg.demo import Capture, CaptureError, DemoConfig, Recorder, Renderer, open_source, run_demo
 from edgeseg.demo.render import palette_bgr
 from edgeseg.models import create_model
-from edgeseg.runtime import load_predictor
+from edgeseg.formats import load_predictor
 from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
 
 from helpers import make_camvid_sample

@@ -12,7 +12,7 @@ pytest.importorskip("ai_edge_litert")
 
 from test_tflite import SIZE, TinySeg, build  # noqa: E402
 
-from edgeseg import edgetpu  # noqa: E402
+from edgeseg.formats.litert import edgetpu  # noqa: E402
 
 
 @pytest.fixture(scope="module")

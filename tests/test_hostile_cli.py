@@ -238,7 +238,7 @@ def test_full_disk_during_predict_leaves_no_partial_image(base, tmp_path):
 
 def test_a_build_that_finished_first_is_never_replaced_without_force(base, tmp_path, monkeypatch):
     import edgeseg.build as b
-    from edgeseg.export.base import BuildError
+    from edgeseg.formats.base import BuildError
 
     root, data, ckpt, art = base
     out = tmp_path / "same"

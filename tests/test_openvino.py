@@ -19,9 +19,9 @@ from helpers import make_camvid_sample  # noqa: E402
 from edgeseg.build import make_manifest, write_manifest  # noqa: E402
 from edgeseg.data.info import CAMVID  # noqa: E402
 from edgeseg.errors import ConfigError  # noqa: E402
-from edgeseg.export import openvino as ovx  # noqa: E402
+from edgeseg.formats.openvino import export as ovx  # noqa: E402
 from edgeseg.models import create_model  # noqa: E402
-from edgeseg.runtime import load_predictor  # noqa: E402
+from edgeseg.formats import load_predictor  # noqa: E402
 from edgeseg.targets import load_target  # noqa: E402
 
 SIZE = (64, 96)
@@ -136,7 +136,7 @@ def test_openvino_npu_profile_builds_static_ir(setup, tmp_path):
 # CPUs unless told otherwise. These tests force that default path where the CPU has bf16 (and
 # prove fp32 stays f32), and check the refusal where it has none.
 
-from edgeseg.runtime.openvino import compiled_precision, cpu_supports_bf16  # noqa: E402
+from edgeseg.formats.openvino.runtime import compiled_precision, cpu_supports_bf16  # noqa: E402
 
 HAS_BF16 = cpu_supports_bf16()
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 (AMX / AVX-512 BF16): OpenVINO "
@@ -199,7 +199,7 @@ def test_bf16_refused_where_the_cpu_says_it_has_none(setup, tmp_path, monkeypatc
     artifact are refused in one line (OpenVINO would silently compute f32)."""
     import json
 
-    import edgeseg.runtime.openvino as ovrt
+    import edgeseg.formats.openvino.runtime as ovrt
     from edgeseg.bench.matrix import plan
 
     model, calib, _ = setup

@@ -15,7 +15,7 @@ import torch
 from edgeseg.build import build
 from edgeseg.data.info import CAMVID
 from edgeseg.models import create_model
-from edgeseg.runtime import load_predictor
+from edgeseg.formats import load_predictor
 from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
 
 from helpers import make_camvid

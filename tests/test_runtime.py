@@ -11,8 +11,9 @@ import pytest
 
 from edgeseg.data.transforms import MEAN_RGB_U8, normalize
 from edgeseg.errors import ConfigError, EdgesegError, MissingDependencyError
-from edgeseg.export.base import BuildError, export_step
-from edgeseg.runtime.base import Predictor, dequantize, load_predictor, quantize
+from edgeseg.formats.base import BuildError, export_step
+from edgeseg.formats import load_predictor
+from edgeseg.formats.predictor import Predictor, dequantize, quantize
 from edgeseg.targets import list_targets, load_target
 
 MEAN = [0.485, 0.456, 0.406]

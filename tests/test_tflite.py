@@ -21,9 +21,9 @@ from test_openvino import SIZE, normalise, trained_unet  # noqa: E402
 from edgeseg.build import make_manifest, write_manifest  # noqa: E402
 from edgeseg.data.info import CAMVID  # noqa: E402
 from edgeseg.errors import ConfigError  # noqa: E402
-from edgeseg.export import tflite  # noqa: E402
+from edgeseg.formats.litert import export as tflite  # noqa: E402
 from edgeseg.models import SegmentationModel  # noqa: E402
-from edgeseg.runtime import load_predictor  # noqa: E402
+from edgeseg.formats import load_predictor  # noqa: E402
 from edgeseg.targets import load_target  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def test_low_res_output_with_fused_argmax(tmp_path):
     assert cls.shape == SIZE and cls.dtype == np.uint8 and cls.max() < 11
 
 
-# --- export-time rewrites (edgeseg/export/rewrite.py) ------------------------------------
+# --- export-time rewrites (edgeseg/formats/litert/rewrite.py) ------------------------------------
 
 def _exported(model, size=SIZE):
     return torch.export.export(model.eval(), (torch.zeros(1, 3, *size),)).module()
@@ -135,7 +135,7 @@ def _random_bn_stats(model):
 
 
 def test_rewrites_are_exact_on_bisenetv1():
-    from edgeseg.export import rewrite
+    from edgeseg.formats.litert import rewrite
     from edgeseg.models import create_model
 
     torch.manual_seed(0)
@@ -160,7 +160,7 @@ def test_rewrites_are_exact_on_bisenetv1():
 def test_rewrites_are_exact_on_enet():
     """ENet's padded stride-2 up-convolutions and its initial block (image -> stride-2 conv and
     max-pool) are the patterns litert-torch failed on; rewritten, the fp32 output is the same."""
-    from edgeseg.export import rewrite
+    from edgeseg.formats.litert import rewrite
     from edgeseg.models import create_model
 
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ class _NotRewritable(nn.Module):
 
 
 def test_rewrites_leave_unprovable_patterns_alone():
-    from edgeseg.export import rewrite
+    from edgeseg.formats.litert import rewrite
 
     model = _NotRewritable().eval()
     gm = _exported(model)
@@ -205,7 +205,7 @@ def test_rewrites_leave_unprovable_patterns_alone():
 
 
 def test_maxpool_zero_pad_needs_a_relu_before_it():
-    from edgeseg.export import rewrite
+    from edgeseg.formats.litert import rewrite
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU6(), nn.MaxPool2d(3, 2, 1)).eval()
     gm = _exported(model)
@@ -217,7 +217,7 @@ def test_maxpool_zero_pad_needs_a_relu_before_it():
 def test_bisenetv1_full_int8_runs_without_broadcast_to_or_padv2(tmp_path):
     """BiSeNetV1's global-context expand used to convert to a BROADCAST_TO that LiteRT refuses
     at allocate_tensors, and its stem max-pool to PADV2 (not on the Edge TPU)."""
-    from edgeseg import edgetpu
+    from edgeseg.formats.litert import edgetpu
     from edgeseg.models import create_model
 
     torch.manual_seed(0)

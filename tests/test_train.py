@@ -16,7 +16,8 @@ import torch
 from edgeseg.cli.main import main
 from edgeseg.errors import CheckpointError
 from edgeseg.evaluate import evaluate
-from edgeseg.train import TrainConfig, load_model, train
+from edgeseg.checkpoints import load_model
+from edgeseg.train import TrainConfig, train
 from edgeseg.train.schedule import lr_factor
 
 from helpers import make_camvid

@@ -14,9 +14,10 @@ from edgeseg.errors import CheckpointError, ModelError
 from edgeseg.evaluate import evaluate
 from edgeseg.models import count_params, create_model
 from edgeseg.predict import predict_image
-from edgeseg.train import TrainConfig, load_model, train
+from edgeseg.checkpoints import load_model
+from edgeseg.train import TrainConfig, train
 from edgeseg.train.checkpoint import file_sha256
-from edgeseg.zoo.publish import publish, render_zoo_index
+from edgeseg.publish import publish, render_zoo_index
 
 SHIPPED = zoo.list_zoo()
 
@@ -100,11 +101,11 @@ def test_publish_run_into_a_zoo(tiny_camvid, tmp_path, capsys):
 
 def test_publish_compressed_variant(tiny_camvid, tmp_path):
     pytest.importorskip("nncf")
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
     from edgeseg.compress.quant import quantizer_count
     from edgeseg.data.info import CAMVID
     from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint
-    from edgeseg.zoo.publish import publish_compressed
+    from edgeseg.publish import publish_compressed
 
     torch.manual_seed(0)
     src = tmp_path / "tiny.pt"

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
 
     torch.set_num_threads(args.torch_threads)
     t0 = time.time()
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
 
 def _render(report: dict, wall: float, cmd: str, out: str, docs: bool) -> int:
-    from edgeseg.compress.report import to_markdown
+    from edgeseg.compress_report import to_markdown
 
     md = to_markdown(report)
     text = (f"Command: `{cmd}`  \nWall time {wall / 60:.1f} min (fine-tuning: "

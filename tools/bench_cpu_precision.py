@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from edgeseg.machine import cpu_isa, cpu_model
-from edgeseg.runtime.openvino import compiled_precision
+from edgeseg.formats.openvino.runtime import compiled_precision
 
 HINTS = (None, "f32", "bf16")
 

@@ -104,7 +104,7 @@ def bench_checkpoint(ds, ckpt_path, limit, log):
     from edgeseg.data import normalize, pad_to_multiple
     from edgeseg.data.transforms import MEAN_RGB_U8
     from edgeseg.metrics import ConfusionMatrix
-    from edgeseg.train import load_model
+    from edgeseg.checkpoints import load_model
 
     model, info, _ = load_model(ckpt_path)
     info.check_compatible(ds.info, f"dataset {ds.root}")

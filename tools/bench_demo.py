@@ -79,7 +79,7 @@ def model_only(art: Path, image_rgb: np.ndarray, seconds: float, workers: int, t
     """``demo_predictors``: the Predictors the demo runs (edgeseg.demo.pipeline.load_predictors:
     argmax and normalisation moved into the graph where the runtime can), else plain ones."""
     from edgeseg.demo.pipeline import load_predictors
-    from edgeseg.runtime import load_predictor
+    from edgeseg.formats import load_predictor
 
     if demo_predictors:
         preds = load_predictors(art, workers, threads)

@@ -19,7 +19,8 @@ import torch
 from edgeseg.data import open_dataset
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.predict import segment_image
-from edgeseg.train.checkpoint import atomic_write_text, load_model
+from edgeseg.checkpoints import load_model
+from edgeseg.files import atomic_write_text
 from edgeseg.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]

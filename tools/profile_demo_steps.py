@@ -41,7 +41,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     from edgeseg.demo.render import Renderer, present_classes
-    from edgeseg.runtime import load_predictor
+    from edgeseg.formats import load_predictor
 
     files = sorted(p for p in a.images.iterdir() if p.suffix.lower() in (".png", ".jpg"))[:20]
     if not files:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edgeseg.train.checkpoint import atomic_write_text
-from edgeseg.zoo.publish import publish, publish_compressed, render_zoo_index
+from edgeseg.publish import publish, publish_compressed, render_zoo_index
 
 REPO = Path(__file__).resolve().parents[1]
 HAND_WRITTEN = "<!-- written by hand below: kept when the table above is regenerated -->"

@@ -37,8 +37,8 @@ def open_split(data, split: str, manifest: dict):
 
 def reference_predictor(manifest: dict, threads: int | None = None):
     """``(TorchPredictor of the fp32 source, None)`` or ``(None, why not)``."""
-    from edgeseg.runtime.torch import TorchPredictor
-    from edgeseg.train.checkpoint import load_model
+    from edgeseg.reference import TorchPredictor
+    from edgeseg.checkpoints import load_model
 
     src = manifest.get("source") or {}
     name = src.get("zoo") or src.get("path")

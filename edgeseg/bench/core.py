@@ -32,10 +32,10 @@ def _latency_image(manifest: dict, data, split: str):
         ds = open_split(data, split, manifest)
         img = ds.read(0)[0]
         return encode_image(img), f"first '{split}' image of {data} ({img.shape[0]}x{img.shape[1]})"
-    from edgeseg.build import _synthetic_images
+    from edgeseg.build import synthetic_images
 
     h, w = manifest["input"]["size"]
-    return encode_image(_synthetic_images(1, (h, w))[0]), f"synthetic {h}x{w} image"
+    return encode_image(synthetic_images(1, (h, w))[0]), f"synthetic {h}x{w} image"
 
 
 def _validate(runs, warmup, threads, memory_runs):
@@ -58,8 +58,9 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     from edgeseg.bench.budget import check_budget, resolve_budget
     from edgeseg.bench.latency import decode_image, measure_async, measure_latency
     from edgeseg.bench.memory import measure_peak_memory
-    from edgeseg.machine import machine_info, runtime_versions
-    from edgeseg.runtime.base import load_predictor, read_manifest
+    from edgeseg.formats import tool_versions as runtime_versions
+    from edgeseg.machine import machine_info
+    from edgeseg.formats import load_predictor, read_manifest
 
     artifact = Path(artifact)
     if not artifact.exists():
@@ -134,10 +135,10 @@ def resolve_source(model, target: str | None = None) -> str:
     """``model`` or the zoo default; ConfigError saying --model is needed when the zoo is empty."""
     if model:
         return str(model)
-    from edgeseg import zoo
+    from edgeseg.targets import default_model
 
     try:
-        return zoo.default_model_name(target=target)
+        return default_model(target)
     except ModelError:
         raise ConfigError("a target name was given but no --model, and the zoo is empty: pass --model "
                           "CHECKPOINT.pt (or a zoo name) to build the target from") from None

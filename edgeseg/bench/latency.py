@@ -18,7 +18,6 @@ thread each), else ``None``.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import cv2
@@ -37,56 +36,6 @@ def stats(samples_ms) -> dict:
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
             "min": float(a.min()), "max": float(a.max()), "std": float(a.std()), "n": int(a.size)}
-
-
-class ModelCall:
-    """The runtime's bare inference call for a Predictor: ``set_input(x)``, ``run()``, ``output()``."""
-
-    def __init__(self, predictor):
-        self.p = predictor
-        self.kind = "predictor.infer"
-        self._x = None
-        self._y = None
-        rt = getattr(predictor, "runtime", "")
-        if rt == "openvino" and hasattr(predictor, "request"):
-            self.kind = "openvino InferRequest.start_async() + wait()"
-        elif rt == "onnxruntime" and hasattr(predictor, "session"):
-            self.kind = "onnxruntime InferenceSession.run()"
-        elif rt == "litert" and hasattr(predictor, "interpreter"):
-            self.kind = "litert Interpreter.invoke()"
-
-    def set_input(self, x: np.ndarray) -> None:
-        p = self.p
-        x = np.ascontiguousarray(x)
-        self._x = x
-        if self.kind.startswith("openvino"):
-            import openvino as ov
-
-            p.request.set_tensor(p.compiled.input(0), ov.Tensor(x))
-        elif self.kind.startswith("litert"):
-            p.interpreter.set_tensor(p._in["index"], np.ascontiguousarray(x, dtype=p._in["dtype"]))
-
-    def run(self) -> None:
-        p = self.p
-        if self.kind.startswith("openvino"):
-            # start_async + wait skips infer()'s per-call wrapping of the outputs into a
-            # Python dict, which is overhead the runtime's own benchmark_app never pays.
-            p.request.start_async()
-            p.request.wait()
-        elif self.kind.startswith("onnxruntime"):
-            self._y = p.session.run(None, {p._input_name: self._x})[0]
-        elif self.kind.startswith("litert"):
-            p.interpreter.invoke()
-        else:
-            self._y = p.infer(self._x)
-
-    def output(self) -> np.ndarray:
-        p = self.p
-        if self.kind.startswith("openvino"):
-            return np.array(p.request.get_tensor(p._out).data, copy=True)
-        if self.kind.startswith("litert"):
-            return np.array(p.interpreter.get_tensor(p._out["index"]), copy=True)
-        return self._y
 
 
 def encode_image(image_rgb: np.ndarray) -> bytes:
@@ -110,7 +59,7 @@ def measure_latency(predictor, encoded: bytes, *, runs: int = 100, warmup: int =
 
     if runs < 1 or warmup < 0:
         raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
-    call = ModelCall(predictor)
+    call = predictor.model_call()
     image = decode_image(encoded)
     x, _ = predictor.preprocess(image)
     call.set_input(x)
@@ -155,77 +104,9 @@ def measure_latency(predictor, encoded: bytes, *, runs: int = 100, warmup: int =
     }
 
 
-def _openvino_async(predictor, x: np.ndarray, n: int, threads: int | None) -> dict:
-    import openvino as ov
-
-    from edgeseg.runtime.openvino import compile_config
-
-    core = predictor.core
-    config = compile_config(predictor.manifest, predictor.device, threads=threads, performance_hint="THROUGHPUT")
-    compiled = core.compile_model(core.read_model(str(predictor.model_path())), predictor.device, config)
-    jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, jobs)
-    tensor = ov.Tensor(np.ascontiguousarray(x))
-    for _ in range(jobs):  # warm-up: one per request
-        queue.start_async({0: tensor})
-    queue.wait_all()
-    n = max(n, 2 * jobs)
-    from edgeseg.progress import track
-
-    t0 = time.perf_counter()
-    for _ in track(range(n), f"throughput: {jobs} parallel requests"):
-        queue.start_async({0: tensor})
-    queue.wait_all()
-    wall = time.perf_counter() - t0
-    return {"fps": n / wall, "requests": jobs, "frames": n, "method": "openvino AsyncInferQueue (THROUGHPUT hint)"}
-
-
-def _onnxruntime_async(predictor, x: np.ndarray, n: int, threads: int | None) -> dict:
-    import os
-
-    import onnxruntime as ort
-
-    workers = max(2, int(threads or os.cpu_count() or 2))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(predictor.model_path()), so, providers=predictor.providers)
-    name = sess.get_inputs()[0].name
-    n = max(n, 2 * workers)
-    per = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
-    for _ in range(workers):
-        sess.run(None, {name: x})
-    errors = []
-
-    def work(k):
-        try:
-            for _ in range(k):
-                sess.run(None, {name: x})
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    ts = [threading.Thread(target=work, args=(k,)) for k in per]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return {"fps": n / wall, "requests": workers, "frames": n,
-            "method": f"onnxruntime: {workers} threads on one session (1 intra-op thread each)"}
-
-
 def measure_async(predictor, x: np.ndarray, *, runs: int = 50, threads: int | None = None) -> dict | None:
     """Throughput with parallel requests, or None when the runtime has no way to run them."""
-    rt = getattr(predictor, "runtime", "")
-    if rt == "openvino" and hasattr(predictor, "core"):
-        return _openvino_async(predictor, x, runs, threads)
-    if rt == "onnxruntime" and hasattr(predictor, "session"):
-        return _onnxruntime_async(predictor, x, runs, threads)
-    return None
+    return predictor.throughput(x, runs=runs, threads=threads)
 
 
-__all__ = ["stats", "measure_latency", "measure_async", "ModelCall", "encode_image", "decode_image", "STAT_KEYS"]
+__all__ = ["stats", "measure_latency", "measure_async", "encode_image", "decode_image", "STAT_KEYS"]

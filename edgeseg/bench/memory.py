@@ -41,11 +41,11 @@ def _run(artifact: str, runs: int, threads: int | None) -> dict:
 
     import numpy as np
 
-    from edgeseg.runtime.base import load_predictor, read_manifest
+    from edgeseg.formats import load_predictor, read_manifest
 
     m = read_manifest(artifact)
     try:
-        importlib.import_module(f"edgeseg.runtime.{m['runtime']}")
+        importlib.import_module(f"edgeseg.formats.{m['runtime']}")
     except ImportError:
         pass
     baseline = _status_mb("VmRSS") or _maxrss_mb()

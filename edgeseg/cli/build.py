@@ -13,11 +13,9 @@ from edgeseg.cli.tables import JsonOpt
 
 
 def _default_source(target: str) -> str:
-    try:
-        from edgeseg import zoo
-    except ImportError:
-        raise typer.BadParameter("give SOURCE: a checkpoint file (.pt) written by `edgeseg train` or a zoo name")
-    return zoo.default_model_name(target=target)
+    from edgeseg.targets import default_model
+
+    return default_model(target)
 
 
 def build_cmd(

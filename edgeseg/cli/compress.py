@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 
-#: the build target for each quantization preset (edgeseg/compress/_nncf.py)
+#: the build target for each quantization preset (edgeseg/compress/nncf_setup.py)
 BUILD_TARGET = {"cpu": "openvino-cpu", "npu": "openvino-npu", "edgetpu": "coral", "jetson": "jetson",
                 "any": "onnxruntime-cpu"}
 
@@ -64,7 +64,7 @@ def compress_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
 ):
     """Quantize (int8) and/or prune a model; write compressed checkpoints and a report."""
-    from edgeseg.compress import compress
+    from edgeseg.compress_run import compress
 
     report = compress(source, data, qat=qat, ptq=ptq, max_drop=max_drop, prune=prune, prune_mode=prune_mode,
                       epochs=epochs, steps=steps, lr=lr, prune_epochs=prune_epochs, prune_lr=prune_lr,

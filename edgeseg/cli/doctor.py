@@ -32,24 +32,11 @@ def doctor_cmd(
     echo(f"  cpu                      {m['cpu']} ({m['arch']})")
     echo(f"  isa                      {m['isa']}  [{' '.join(m['flags']) or 'none of interest'}]")
     echo(f"  int8 dot products        {_yes(m['int8_dot'])} (VNNI / AMX-INT8)")
-    echo(f"  bf16                     {_yes(m['openvino_bf16'])}"
-         + ("  (openvino-cpu --precision bf16 builds here)" if m["openvino_bf16"] else ""))
-    d = r["devices"]
+    echo(f"  bf16                     {_yes(m['bf16_runtime'])}"
+         + ("  (--precision bf16 runs here)" if m["bf16_runtime"] else ""))
     echo("\ndevices")
-    ov = d["openvino"]
-    if ov.get("installed") and "devices" in ov:
-        echo(f"  openvino {ov['version']}: " + ", ".join(f"{k} ({v['name']})" for k, v in ov["devices"].items()))
-    else:
-        echo(f"  openvino: {ov.get('error') or 'not installed: ' + ov.get('install', '')}")
-    ort = d["onnxruntime"]
-    echo(f"  onnxruntime: {', '.join(ort['providers'])}" if ort.get("providers")
-         else f"  onnxruntime: {ort.get('error') or 'not installed'}")
-    tpu = d["edgetpu"]
-    devs = tpu["pcie_devices"] + tpu["usb_devices"]
-    echo(f"  edge tpu: libedgetpu {tpu['libedgetpu'] or 'not found'}; devices: {', '.join(devs) or 'none seen'}")
-    cu = d["cuda"]
-    echo(f"  cuda: {', '.join(cu['devices']) if cu.get('available') else 'no CUDA GPU'}; "
-         f"tensorrt {cu.get('tensorrt') or 'not installed'}")
+    for name, probe in r["devices"].items():
+        echo(f"  {name}: {probe.get('summary') or probe.get('error') or 'unknown'}")
     echo("\ntargets")
     for t in r["targets"]:
         line = f"  {t['target']:<16} build {_yes(t['build']):<4} run {_yes(t['run']):<4}"

@@ -244,7 +244,7 @@ def predict_cmd(
 ):
     """Write class-index masks, colour masks and overlays for images."""
     from edgeseg.predict import predict_files
-    from edgeseg.train.checkpoint import load_model
+    from edgeseg.checkpoints import load_model
 
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be between 0 and 1, got {alpha}")

@@ -183,3 +183,18 @@ def bn_batches(data: Data, img_size, n: int = 8, batch_size: int = 4):
         if len(out) >= n:
             break
     return out
+
+
+def padded_items(data: Data, input_size) -> list:
+    """Validation (image, mask) pairs as numpy, padded to the static ``input_size``."""
+    h, w = input_size
+    items = []
+    for x, y in data.val_items():
+        if x.shape[-2] > h or x.shape[-1] > w:
+            raise ValueError(f"validation image {tuple(x.shape[-2:])} is larger than the model input {h}x{w}")
+        xp = np.zeros((1, 3, h, w), np.float32)
+        yp = np.full((1, h, w), data.info.ignore_index, np.int64)
+        xp[..., : x.shape[-2], : x.shape[-1]] = x.numpy()
+        yp[..., : y.shape[-2], : y.shape[-1]] = y.numpy()
+        items.append((xp, yp))
+    return items

@@ -98,7 +98,7 @@ def prune_structured(model, example_input: torch.Tensor, ratio: float, *, round_
 def prune_unstructured(model, example_input: torch.Tensor, ratio: float, *, scope: str = "global"):
     """NNCF magnitude pruning (binary masks on the weights); returns ``(masked_model, details)``.
     Strip the masks with :func:`strip_unstructured` after fine-tuning."""
-    from edgeseg.compress._nncf import nncf
+    from edgeseg.compress.nncf_setup import nncf
 
     n = nncf()
     ratio = check_ratio(ratio)
@@ -112,7 +112,7 @@ def prune_unstructured(model, example_input: torch.Tensor, ratio: float, *, scop
 
 def strip_unstructured(model, example_input):
     """Fold the pruning masks into the weights (zeros) and drop NNCF's hooks."""
-    from edgeseg.compress._nncf import nncf
+    from edgeseg.compress.nncf_setup import nncf
 
     from edgeseg.native_logs import captured
 

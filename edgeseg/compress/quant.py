@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
-from edgeseg.compress._nncf import ignored_scope, module_pattern, nncf, nncf_args, target_preset
+from edgeseg.compress.nncf_setup import ignored_scope, module_pattern, nncf, nncf_args
 from edgeseg.compress.common import Data, evaluate, finetune
 from edgeseg.progress import Tracked
 from edgeseg.errors import CheckpointError
@@ -153,110 +152,6 @@ def restore(model, config: dict):
 
     with captured():
         return importlib.import_module("nncf.torch").load_from_config(model, config_from_plain(config))
-
-
-# ----------------------------------------------------------------------------- OpenVINO
-
-def to_openvino(model, input_size):
-    from edgeseg.export.openvino import convert
-
-    with captured():
-        return convert(model.eval(), input_size)
-
-
-def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
-    from edgeseg.metrics import ConfusionMatrix
-
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    out = compiled.outputs[0]
-    for x, y in track(items, "validation (openvino)"):
-        logits = compiled(np.ascontiguousarray(x, dtype=np.float32))[out]
-        cm.update(np.asarray(logits).argmax(1), y)
-    return float(cm.summary()["miou"] or 0.0)
-
-
-def ov_summary(ov_model, data: Data, input_size) -> dict:
-    """``ConfusionMatrix.summary`` of an OpenVINO model on the validation images (padded to ``input_size``)."""
-    from edgeseg.metrics import ConfusionMatrix
-    from edgeseg.runtime.openvino import compile_on_cpu
-
-    with captured():
-        compiled = compile_on_cpu(ov_model)
-    out = compiled.outputs[0]
-    cm = ConfusionMatrix(data.info.num_classes, data.info.ignore_index)
-    for x, y in track(_padded_items(data, input_size), "val mIoU (openvino)"):
-        cm.update(np.asarray(compiled(x)[out]).argmax(1), y)
-    return cm.summary(data.info.classes)
-
-
-def _padded_items(data: Data, input_size):
-    """Validation (image, mask) pairs as numpy, padded to the static ``input_size``."""
-    h, w = input_size
-    items = []
-    for x, y in data.val_items():
-        if x.shape[-2] > h or x.shape[-1] > w:
-            raise ValueError(f"validation image {tuple(x.shape[-2:])} is larger than the model input {h}x{w}")
-        xp = np.zeros((1, 3, h, w), np.float32)
-        yp = np.full((1, h, w), data.info.ignore_index, np.int64)
-        xp[..., : x.shape[-2], : x.shape[-1]] = x.numpy()
-        yp[..., : y.shape[-2], : y.shape[-1]] = y.numpy()
-        items.append((xp, yp))
-    return items
-
-
-def fake_quantize_names(ov_model) -> set[str]:
-    return {op.get_friendly_name() for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"}
-
-
-def ptq_accuracy_control(model, data: Data, input_size, *, max_drop: float = 0.01, target: str = "cpu",
-                         ignore_names=None, ignore_patterns=None, max_num_iterations: int = 30):
-    """Accuracy-controlled PTQ of the OpenVINO model; returns ``(ov_int8_model, details)``.
-
-    ``details``: fp32 and int8 mIoU (as measured by NNCF's validation function), the drop,
-    the number of FakeQuantize nodes before and after, and the quantizers reverted to fp32."""
-    n = nncf()
-    ov_model = to_openvino(model, input_size)
-    items = _padded_items(data, input_size)
-    calib = [np.ascontiguousarray(c.numpy(), np.float32) for c in data.calibration(input_size)]
-    nc, ign = data.info.num_classes, data.info.ignore_index
-
-    def validate(compiled, validation_items) -> float:
-        return _ov_miou(compiled, validation_items, nc, ign)
-
-    kwargs = nncf_args(target)
-    scope = ignored_scope(ignore_names, ignore_patterns)
-    if scope is not None:
-        kwargs["ignored_scope"] = scope
-    with captured():  # NNCF's bars and log lines, OpenVINO's compiler
-        plain = n.quantize(ov_model, n.Dataset(Tracked(calib, "calibration (nncf.quantize)")),
-                           subset_size=len(calib), **kwargs)
-        fq_plain = fake_quantize_names(plain)
-        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-        q = n.quantize_with_accuracy_control(
-            ov_model, n.Dataset(Tracked(calib, "calibration (accuracy control)")), n.Dataset(items), validate,
-            max_drop=float(max_drop), drop_type=n.DropType.ABSOLUTE, subset_size=len(calib),
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=max_num_iterations, ranking_subset_size=min(len(items), 300)),
-            **kwargs)
-        from edgeseg.runtime.openvino import compile_on_cpu
-
-        fp32_miou = validate(compile_on_cpu(ov_model), items)
-        plain_miou = validate(compile_on_cpu(plain, "int8"), items)
-        int8_miou = validate(compile_on_cpu(q, "int8"), items)
-    fq_after = fake_quantize_names(q)
-    reverted = sorted(fq_plain - fq_after)
-    return q, {
-        "method": "nncf.quantize_with_accuracy_control (OpenVINO)", "max_drop": float(max_drop),
-        "drop_type": "absolute mIoU", "target": target_preset(target).name,
-        "fp32_miou": fp32_miou, "plain_ptq_miou": plain_miou, "int8_miou": int8_miou,
-        "drop": fp32_miou - int8_miou, "within_bound": fp32_miou - int8_miou <= float(max_drop) + 1e-9,
-        "fake_quantize_plain": len(fq_plain), "fake_quantize_after": len(fq_after),
-        "reverted_to_fp32": reverted,
-        "why": ("quantize_with_accuracy_control ranked the quantizers by the mIoU their removal recovers "
-                "and reverted the top ones until the drop was within the bound") if reverted else
-               "plain PTQ was already within the bound; nothing reverted",
-    }
 
 
 # ----------------------------------------------------------------------------- sensitivity

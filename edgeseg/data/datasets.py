@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgeseg.data.info import CAMVID, CITYSCAPES, VOC, DatasetInfo, _voc_colormap
+from edgeseg.data.info import CAMVID, CITYSCAPES, VOC, DatasetInfo, voc_colormap
 from edgeseg.data.transforms import normalize
 from edgeseg.errors import DataError
 
@@ -434,7 +434,7 @@ def _open_cityscapes(root: Path, split: str) -> tuple[list, dict]:
 
 
 def _voc_color_decoder() -> _ColorDecoder:
-    cmap = _voc_colormap(256)
+    cmap = voc_colormap(256)
     return _ColorDecoder({tuple(c): i for i, c in enumerate(cmap)})
 
 
@@ -598,10 +598,10 @@ def _open_folder(root: Path, split: str) -> tuple[list, dict]:
         else:
             real = values[values != IGNORE]
             n = int(real.max()) + 1 if len(real) else 1
-            info = DatasetInfo(name=name, classes=tuple(f"class{i}" for i in range(n)), colors=_voc_colormap(n))
+            info = DatasetInfo(name=name, classes=tuple(f"class{i}" for i in range(n)), colors=voc_colormap(n))
         kwargs["info"] = info
         return samples, kwargs
-    colors = spec["colors"] or _voc_colormap(len(spec["classes"]))
+    colors = spec["colors"] or voc_colormap(len(spec["classes"]))
     info = DatasetInfo(name=spec["name"] or name, classes=tuple(spec["classes"]), colors=tuple(colors))
     kwargs["info"] = info
     if spec["mask_format"] == "binary":

@@ -93,7 +93,7 @@ CITYSCAPES = DatasetInfo(
 )
 
 
-def _voc_colormap(n: int) -> tuple[tuple[int, int, int], ...]:
+def voc_colormap(n: int) -> tuple[tuple[int, int, int], ...]:
     # The standard Pascal VOC bit-interleaved palette.
     cmap = []
     for i in range(n):
@@ -113,7 +113,7 @@ VOC = DatasetInfo(
     classes=("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
              "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
              "pottedplant", "sheep", "sofa", "train", "tvmonitor"),
-    colors=_voc_colormap(21),
+    colors=voc_colormap(21),
 )
 
 BUILTIN = {info.name: info for info in (CAMVID, CITYSCAPES, VOC)}

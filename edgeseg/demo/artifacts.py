@@ -32,7 +32,7 @@ def default_target() -> str:
 
 def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, log=None) -> Path:
     """The artifact folder to run (built into the cache when needed)."""
-    from edgeseg.runtime.base import read_manifest
+    from edgeseg.formats.predictor import read_manifest
 
     say = log or (lambda msg: None)
     if artifact is not None:
@@ -41,10 +41,10 @@ def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, 
         read_manifest(artifact)  # a clear error when it is not an artifact folder
         return Path(artifact)
     if model is None:
-        from edgeseg import zoo
+        from edgeseg.targets import default_model
 
         try:
-            model = zoo.default_model_name(target=target or default_target())
+            model = default_model(target or default_target())
         except ModelError:
             raise ModelError("the model zoo is empty in this edgeseg: give --artifact DIR (from `edgeseg build`) "
                              "or --model CHECKPOINT.pt") from None
@@ -58,7 +58,7 @@ def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, 
     out = cache_dir() / "artifacts" / f"{stem}-{profile.name}-{precision}"
     sha = None
     if path.is_file():
-        from edgeseg.train.checkpoint import file_sha256
+        from edgeseg.files import file_sha256
 
         sha = file_sha256(path)
     if (out / "manifest.json").is_file():
@@ -71,7 +71,7 @@ def resolve_artifact(artifact=None, model=None, target=None, precision=None, *, 
         except Exception:  # noqa: BLE001 - a broken cache entry is rebuilt
             say(f"artifact: {out} is broken: rebuilding")
     from edgeseg.build import build
-    from edgeseg.export.base import BuildError
+    from edgeseg.formats.base import BuildError
 
     say(f"building {model} for {profile.name} ({precision}) into {out} (once; reused next time)")
     out.parent.mkdir(parents=True, exist_ok=True)

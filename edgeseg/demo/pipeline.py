@@ -134,8 +134,8 @@ def load_predictors(artifact, workers: int | None = None, threads: int | None = 
     Where the runtime shares one compiled model between requests they are siblings on one
     model with ``threads`` threads (default: the runtime's, all cores); otherwise separate
     Predictors of ``threads`` each (default: cores / workers)."""
-    from edgeseg.runtime import load_predictor
-    from edgeseg.runtime.base import predictor_class
+    from edgeseg.formats import load_predictor
+    from edgeseg.formats import predictor_class
 
     shared = predictor_class(artifact).shares_compiled_model
     workers = max(1, int(workers or default_workers(shared)))
@@ -356,7 +356,7 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     if cfg.json_path:
         import json
 
-        from edgeseg.train.checkpoint import atomic_write_text
+        from edgeseg.files import atomic_write_text
 
         atomic_write_text(Path(cfg.json_path), json.dumps(summary, indent=2) + "\n")
     return summary

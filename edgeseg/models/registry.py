@@ -36,7 +36,7 @@ def register_model(name: str, *, paper: str, description: str = "", **defaults):
 
 def _ensure_loaded():
     # Importing the architecture modules registers them.
-    from edgeseg.models import _all  # noqa: F401
+    from edgeseg.models import catalog  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:

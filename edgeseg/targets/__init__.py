@@ -1,11 +1,11 @@
 """Target profiles as data: one YAML file per target device/runtime in this package.
 
-``load_target("openvino-cpu")`` gives a :class:`TargetProfile`: the export format, the
-exporter and runtime modules (``edgeseg.export.<exporter>``, ``edgeseg.runtime.<runtime>``),
-precisions, layout, shape policy, op constraints, latency/memory budget, parity
-thresholds and the device compiler, if any. Adding a target is adding a YAML file here
-(plus a backend module only when its format is new). The top-level ``targets/`` folder
-of the repository is a link to this package folder.
+``load_target("openvino-cpu")`` gives a :class:`TargetProfile`: the format unit that builds
+and runs it (``runtime:``, a unit of :mod:`edgeseg.formats`), the file format, precisions,
+layout, shape policy, op constraints, latency/memory budget, parity thresholds and the
+device compiler, if any. Adding a target for an existing unit is adding a YAML file here;
+a new format is a new unit plus its YAML (docs/architecture.md). The top-level
+``targets/`` folder of the repository is a link to this package folder.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import yaml
 
 from edgeseg.errors import ConfigError
 
-FORMATS = ("onnx", "openvino", "tflite")
 LAYOUTS = ("NCHW", "NHWC")
 SHAPES = ("static", "dynamic")
 
@@ -28,9 +27,8 @@ SHAPES = ("static", "dynamic")
 class TargetProfile:
     name: str
     description: str = ""
-    format: str = "onnx"  # onnx | openvino | tflite
-    exporter: str = "onnx"  # module under edgeseg.export
-    runtime: str = "onnxruntime"  # module under edgeseg.runtime
+    format: str = "onnx"  # a file format the unit writes (edgeseg.formats.all_formats())
+    runtime: str = "onnxruntime"  # the format unit: a subpackage of edgeseg.formats
     precisions: list = field(default_factory=lambda: ["fp32"])
     default_precision: str = "fp32"
     opset: int | None = 17
@@ -105,8 +103,12 @@ def profile_from_dict(d: dict, source: str = "profile") -> TargetProfile:
     p = TargetProfile(**d)
     p.precisions = [str(x).lower() for x in p.precisions]
     p.default_precision = str(p.default_precision).lower()
+    from edgeseg.formats import get_unit
+
+    unit = get_unit(p.runtime, f"{source}: runtime")
     checks = [
-        (p.format in FORMATS, f"format '{p.format}' is not one of {', '.join(FORMATS)}"),
+        (p.format in unit.formats, f"format '{p.format}' is not one the {p.runtime} unit writes "
+                                   f"({', '.join(unit.formats)})"),
         (p.layout in LAYOUTS, f"layout '{p.layout}' is not one of {', '.join(LAYOUTS)}"),
         (p.shape in SHAPES, f"shape '{p.shape}' is not one of {', '.join(SHAPES)}"),
         (bool(p.precisions), "precisions is empty"),
@@ -137,53 +139,27 @@ def load_target(name: str) -> TargetProfile:
 
 def runtime_available(profile: TargetProfile) -> tuple[bool, str]:
     """Whether the profile's runtime can run on this machine, and why not."""
-    import importlib.util
+    from edgeseg.formats import get_unit
 
-    rt = profile.runtime
-    if rt == "onnxruntime":
-        return (importlib.util.find_spec("onnxruntime") is not None, "onnxruntime is not installed")
-    if rt == "openvino":
-        if importlib.util.find_spec("openvino") is None:
-            return False, "openvino is not installed (pip install 'edgeseg[openvino]')"
-        if profile.device and profile.device.upper() not in ("CPU", "AUTO"):
-            try:
-                import openvino as ov
+    return get_unit(profile.runtime).available(profile)
 
-                devs = ov.Core().available_devices
-            except Exception as exc:  # pragma: no cover - environment dependent
-                return False, f"openvino cannot list devices ({exc})"
-            if not any(d.upper().startswith(profile.device.upper()) for d in devs):
-                return False, f"no OpenVINO {profile.device} device here (devices: {', '.join(devs) or 'none'})"
-        return True, ""
-    if rt == "litert":
-        for mod in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
-            if importlib.util.find_spec(mod) is not None:
-                return True, ""
-        return False, "no TFLite interpreter installed (pip install 'edgeseg[tflite]')"
-    if rt == "tensorrt":
-        if importlib.util.find_spec("tensorrt") is None:
-            return False, "tensorrt is not installed (it ships with JetPack on a Jetson)"
-        try:
-            import torch
 
-            if not torch.cuda.is_available():
-                return False, "no CUDA GPU here"
-        except Exception:  # pragma: no cover
-            return False, "no CUDA GPU here"
-        return True, ""
-    return (importlib.util.find_spec(f"edgeseg.runtime.{rt}") is not None, f"no runtime module '{rt}'")
+def default_model(target: str | None) -> str:
+    """The zoo model a command uses for ``target`` when it is given none: the profile's own
+    ``extra.default_model`` where the zoo has it, else the zoo's best float model."""
+    from edgeseg import zoo
+
+    preferred = (load_target(target).extra or {}).get("default_model") if target else None
+    return zoo.default_model_name(preferred=preferred)
 
 
 def precision_available(profile: TargetProfile, precision: str) -> tuple[bool, str]:
-    """Whether this machine can run ``precision`` of the profile (its runtime being here):
-    bf16 on the OpenVINO CPU needs a CPU with bf16 (AMX / AVX-512 BF16)."""
-    if precision == "bf16" and profile.runtime == "openvino" and str(profile.device or "CPU").upper() == "CPU":
-        from edgeseg.runtime.openvino import cpu_supports_bf16
+    """Whether this machine can run ``precision`` of the profile (its runtime being here),
+    e.g. bf16 on the OpenVINO CPU needs a CPU with bf16 (AMX / AVX-512 BF16)."""
+    from edgeseg.formats import get_unit
 
-        if not cpu_supports_bf16():
-            return False, "bf16 needs a CPU with bf16 support (AMX or AVX-512 BF16); this one has none"
-    return True, ""
+    return get_unit(profile.runtime).precision_available(profile, precision)
 
 
 __all__ = ["TargetProfile", "load_target", "list_targets", "profile_from_dict", "runtime_available",
-           "precision_available"]
+           "precision_available", "default_model"]

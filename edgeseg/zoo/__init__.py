@@ -22,7 +22,7 @@ from edgeseg.errors import CheckpointError, ModelError
 ZOO_DIR = Path(str(resources.files(__package__)))
 
 
-def _cards(zoo_dir: Path = ZOO_DIR) -> dict[str, dict]:
+def read_cards(zoo_dir: Path = ZOO_DIR) -> dict[str, dict]:
     cards = {}
     for path in sorted(zoo_dir.glob("*.json")):
         card = json.loads(path.read_text(encoding="utf-8"))
@@ -31,7 +31,7 @@ def _cards(zoo_dir: Path = ZOO_DIR) -> dict[str, dict]:
 
 
 def list_zoo(zoo_dir: Path = ZOO_DIR) -> list[str]:
-    return list(_cards(zoo_dir))
+    return list(read_cards(zoo_dir))
 
 
 def is_zoo_name(name: str, zoo_dir: Path = ZOO_DIR) -> bool:
@@ -39,7 +39,7 @@ def is_zoo_name(name: str, zoo_dir: Path = ZOO_DIR) -> bool:
 
 
 def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
-    cards = _cards(zoo_dir)
+    cards = read_cards(zoo_dir)
     if name not in cards:
         close = difflib.get_close_matches(name, list(cards), n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -48,18 +48,14 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
     return cards[name]
 
 
-def default_model_name(zoo_dir: Path = ZOO_DIR, target: str | None = None) -> str:
+def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) -> str:
     """The zoo model used when a command gets no model: the best val mIoU among the float
     models (a compressed variant is int8 already and would force every build to int8).
-    A target profile may name its own (``extra.default_model``, e.g. coral: a model whose
-    ops map to the Edge TPU); it is used when that model is in the zoo."""
-    all_cards = _cards(zoo_dir)
-    if target is not None:
-        from edgeseg.targets import load_target
-
-        preferred = (load_target(target).extra or {}).get("default_model")
-        if preferred and preferred in all_cards:
-            return preferred
+    ``preferred`` (a target profile's ``extra.default_model``, e.g. coral: a model whose ops
+    map to the Edge TPU; see :func:`edgeseg.targets.default_model`) wins when it is in the zoo."""
+    all_cards = read_cards(zoo_dir)
+    if preferred and preferred in all_cards:
+        return preferred
     cards = [c for c in all_cards.values() if not c.get("compression")]
     if not cards:
         raise ModelError("the zoo is empty: give a checkpoint path")
@@ -73,7 +69,7 @@ def zoo_checkpoint_path(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
 
 def load_zoo_checkpoint(name: str, zoo_dir: Path = ZOO_DIR, map_location="cpu") -> dict:
     """The zoo model's checkpoint dict, weights back in float32; the file's hash is checked."""
-    from edgeseg.train.checkpoint import file_sha256, load_checkpoint
+    from edgeseg.files import file_sha256, load_checkpoint
 
     card = get_card(name, zoo_dir)
     path = zoo_dir / card["weights"]["file"]
@@ -89,7 +85,7 @@ def pretrained_state(model_name: str, pretrained: str, zoo_dir: Path = ZOO_DIR) 
     """``(state_dict, checkpoint)`` for ``create_model(model_name, pretrained=DATASET)``: the
     float zoo model of that architecture trained on that dataset (by its card, whatever its
     zoo name, e.g. ``deeplabv3plus-camvid`` for ``deeplabv3plus_mobilenetv2``)."""
-    cards = _cards(zoo_dir)
+    cards = read_cards(zoo_dir)
     match = [c["name"] for c in cards.values() if c["model"]["name"] == model_name
              and c["dataset"]["name"] == pretrained and not c.get("compression") and not c["model"].get("kwargs")]
     if not match:

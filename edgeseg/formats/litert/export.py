@@ -21,7 +21,7 @@ Pipeline (every call is the installed packages' public API):
    model's input and output tensors are themselves int8 (checked below from
    ``ai_edge_litert.interpreter.Interpreter.get_input_details()/get_output_details()``,
    whose ``quantization`` (scale, zero_point) goes to the manifest).
-5. The Edge TPU compatibility check (:func:`edgeseg.edgetpu.check_edgetpu`) and, where it
+5. The Edge TPU compatibility check (:func:`edgeseg.formats.litert.edgetpu.check_edgetpu`) and, where it
    is on PATH, ``edgetpu_compiler -s -o OUT model_int8.tflite``.
 
 Options come from ``profile.extra`` (see ``targets/coral.yaml``) or keyword arguments.
@@ -37,15 +37,15 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
-from edgeseg.export.base import BuildError, ExportResult, export_step, require_calib
+from edgeseg.formats.base import BuildError, ExportResult, export_step, require_calib
 
-log = logging.getLogger("edgeseg.export")
+log = logging.getLogger("edgeseg.formats")
 
 RESIZE_TARGETS = ("upsample_bilinear2d", "upsample_nearest2d", "_upsample_bilinear2d_aa",
                   "_upsample_nearest_exact2d", "upsample_bicubic2d")
 
 
-def _torch_modules():
+def torch_modules():
     require("litert_torch", "tflite", "the TFLite export")
     import litert_torch
     from litert_torch.quantize import pt2e_quantizer, quant_config
@@ -155,7 +155,7 @@ def prepare_module(model, input_size, *, fused_argmax: bool = False):
     """The NHWC-in module to quantize and its output kind: ``(module, kind)``. Output layout
     is NHWC (logits N x h x w x C; classes N x h x w); :func:`export_graph` then exports it
     (and drops the final resize for ``low_res_output``)."""
-    litert_torch, *_ = _torch_modules()
+    litert_torch, *_ = torch_modules()
     wrapped = litert_torch.to_channel_last_io(model.eval(), args=[0], outputs=[0])
     if fused_argmax:
         wrapped = argmax_head(wrapped)
@@ -163,13 +163,13 @@ def prepare_module(model, input_size, *, fused_argmax: bool = False):
 
 
 def apply_export_rewrites(module, gm, inputs, details: dict | None = None):
-    """Apply :mod:`edgeseg.export.rewrite` to ``gm`` (the ``torch.export`` graph of
+    """Apply :mod:`edgeseg.formats.litert.rewrite` to ``gm`` (the ``torch.export`` graph of
     ``module``) in place and check that the fp32 outputs did not change on ``inputs``:
     a difference above 1e-4 of the output range is a BuildError. ``details`` receives
     ``rewrites: {name: count}`` and ``max_abs_diff``."""
     import torch
 
-    from edgeseg.export import rewrite as rw
+    from edgeseg.formats.litert import rewrite as rw
 
     counts = rw.apply_rewrites(gm)
     diff, scale = 0.0, 1.0
@@ -203,7 +203,7 @@ def _quiet():
 
 
 @contextlib.contextmanager
-def _ordered_observer_creation():
+def ordered_observer_creation():
     """Work around an ordering bug in torchao 0.18's ``prepare_pt2e``.
 
     ``prepare._get_obs_or_fq_map`` creates one observer per sharing group from the first
@@ -248,13 +248,13 @@ def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True, rewrite
     exported graph before quantization."""
     import torch
 
-    _, pq, _, qpt2e = _torch_modules()
+    _, pq, _, qpt2e = torch_modules()
     gm = export_graph(module, calib_nhwc[0])
     if rewrites:
         apply_export_rewrites(module, gm, calib_nhwc[:2], rewrite_details)
     gm, out_size = apply_low_res_output(gm, low_res_output)  # after the rewrites' exactness check
     quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
-    with _ordered_observer_creation():
+    with ordered_observer_creation():
         prepared = qpt2e.prepare_pt2e(gm, quantizer)
     from edgeseg.progress import track
 
@@ -265,8 +265,8 @@ def quantize_pt2e(module, calib_nhwc: list, *, per_channel: bool = True, rewrite
 
 
 def convert_tflite(gm, example, quantizer, path: Path) -> Path:
-    litert_torch, _, qc, _ = _torch_modules()
-    from edgeseg.export.rewrite import nhwc_constant_pad
+    litert_torch, _, qc, _ = torch_modules()
+    from edgeseg.formats.litert.rewrite import nhwc_constant_pad
 
     with _quiet(), nhwc_constant_pad():
         edge = litert_torch.convert(gm, (example,), quant_config=qc.QuantConfig(pt2e_quantizer=quantizer))
@@ -291,8 +291,8 @@ def io_details(path: Path) -> tuple[dict, dict]:
 
 def _quantized_graph(qmodel, qat: dict, *, low_res_output, fused_argmax: bool, input_size):
     """The int8 graph of a checkpoint quantized by ``edgeseg compress --target edgetpu``
-    (:class:`edgeseg.compress.pt2e.PT2EModel`) and its output facts; no calibration."""
-    from edgeseg.compress import pt2e
+    (:class:`edgeseg.formats.litert.pt2e.PT2EModel`) and its output facts; no calibration."""
+    from edgeseg.formats.litert import pt2e
 
     if not isinstance(qmodel, pt2e.PT2EModel):
         raise BuildError("a PT2E-quantized checkpoint did not load as a PT2E graph: re-run `edgeseg compress "
@@ -363,7 +363,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     if inp["shape"] != [1, h, w, 3]:
         raise BuildError(f"unexpected TFLite input shape {inp['shape']} (wanted [1, {h}, {w}, 3])")
 
-    from edgeseg import edgetpu
+    from edgeseg.formats.litert import edgetpu
 
     report = edgetpu.check_edgetpu(path, max_resize=int((profile.constraints or {}).get("max_resize",
                                                                                      edgetpu.DEFAULT_MAX_RESIZE)))

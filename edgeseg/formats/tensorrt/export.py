@@ -18,8 +18,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgeseg.export import onnx as onnx_export
-from edgeseg.export.base import BuildError, ExportResult, require_calib
+from edgeseg.formats import onnx as onnx_export
+from edgeseg.formats.base import BuildError, ExportResult, require_calib
 
 FLAGS = {"fp32": "", "fp16": "--fp16", "int8": "--int8"}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.export.base import BuildError, ExportResult, export_step, require_calib
+from edgeseg.formats.base import BuildError, ExportResult, export_step, require_calib
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -186,3 +186,24 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         return ExportResult(dst, [dst], precision, {"files": {"model": dst.name}, "opset": opset,
                                                      "quantization": qinfo})
     raise BuildError(f"the onnx exporter cannot build precision '{precision}' for target '{profile.name}'")
+
+
+def export_any(model, input_size, path: Path) -> Path:
+    """ONNX (opset 17) of a plain or NNCF-quantized torch model (quantizers as QDQ pairs)."""
+    import torch
+
+    from edgeseg.compress.quant import set_export_mode
+    from edgeseg.native_logs import captured
+
+    x = torch.zeros(1, 3, *input_size)
+
+    quantized = set_export_mode(model, "qdq")
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), captured():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"], do_constant_folding=True)
+    finally:
+        if quantized:
+            set_export_mode(model, "fake_quantize")
+    return path

@@ -1,7 +1,7 @@
-"""The Predictor contract shared by every runtime, and ``load_predictor``.
+"""The Predictor contract shared by every runtime (``edgeseg.formats.load_predictor`` picks one).
 
 An artifact folder holds ``manifest.json`` and the model files. A Predictor subclass
-(one per runtime module, exposed as ``PREDICTOR``) implements only :meth:`Predictor.infer`:
+(one per format unit, its ``runtime`` module's ``PREDICTOR``) implements only :meth:`Predictor.infer`:
 the model call on an input already in the model's layout, dtype and size. The base class
 does everything else from the manifest, identically for every runtime:
 
@@ -16,7 +16,6 @@ does everything else from the manifest, identically for every runtime:
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from pathlib import Path
@@ -25,19 +24,10 @@ import cv2
 import numpy as np
 
 from edgeseg.data.transforms import MEAN_RGB_U8
-from edgeseg.errors import ConfigError, DataError, EdgesegError, MissingDependencyError
+from edgeseg.errors import ConfigError, DataError, EdgesegError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-#: runtime module -> (python package it needs, edgeseg extra that installs it)
-RUNTIME_PACKAGES = {
-    "onnxruntime": ("onnxruntime", "onnxruntime"),
-    "openvino": ("openvino", "openvino"),
-    "litert": ("ai_edge_litert", "tflite"),
-    "tensorrt": ("tensorrt", "tensorrt"),
-    "torch": ("torch", "torch"),
-}
 
 _INT_DTYPES = ("int8", "uint8", "int16", "int32")
 
@@ -99,14 +89,35 @@ def dequantize(q: np.ndarray, quant: dict) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(quant["zero_point"])) * np.float32(quant["scale"])).astype(np.float32)
 
 
-def _resize_hwc(a: np.ndarray, h: int, w: int, interp) -> np.ndarray:
+def resize_hwc(a: np.ndarray, h: int, w: int, interp) -> np.ndarray:
     """cv2.resize for H x W x C arrays of any C (cv2 caps channels at 512)."""
     if a.shape[0] == h and a.shape[1] == w:
         return a
     if a.ndim == 2 or a.shape[2] <= 512:
         r = cv2.resize(a, (w, h), interpolation=interp)
         return r if r.ndim == a.ndim else r[..., None]
-    return np.concatenate([_resize_hwc(a[..., i:i + 512], h, w, interp) for i in range(0, a.shape[2], 512)], 2)
+    return np.concatenate([resize_hwc(a[..., i:i + 512], h, w, interp) for i in range(0, a.shape[2], 512)], 2)
+
+
+class ModelCall:
+    """One predictor's bare inference call: ``set_input(x)``, ``run()``, ``output()``. A runtime
+    overrides it where its own call skips work :meth:`Predictor.infer` does per call."""
+
+    kind = "predictor.infer"
+
+    def __init__(self, predictor):
+        self.p = predictor
+        self._x = None
+        self._y = None
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._x = np.ascontiguousarray(x)
+
+    def run(self) -> None:
+        self._y = self.p.infer(self._x)
+
+    def output(self) -> np.ndarray:
+        return self._y
 
 
 class Predictor:
@@ -158,6 +169,16 @@ class Predictor:
         """What actually runs the model here: the device and, where the runtime can say, the
         inference precision it computes in (OpenVINO may compute an f32 model in bf16)."""
         return {"device": self.device, "inference_precision": None}
+
+    def model_call(self) -> "ModelCall":
+        """The runtime's bare inference call, as its own benchmark tool times it (bench's
+        model-only latency). The base class times :meth:`infer`."""
+        return ModelCall(self)
+
+    def throughput(self, x: np.ndarray, *, runs: int = 50, threads: int | None = None) -> dict | None:
+        """Frames per second with parallel requests (``{"fps", "requests", "frames", "method"}``),
+        or None where the runtime has no way to run them."""
+        return None
 
     #: True where :meth:`sibling` gives more infer requests on the same compiled model
     shares_compiled_model = False
@@ -245,7 +266,7 @@ class Predictor:
             y = np.squeeze(y)  # N x H x W, N x H x W x 1, N x 1 x H x W -> H x W
             if y.ndim != 2:
                 raise EdgesegError(f"{self.runtime}: a 'classes' output must be one HxW map, got {np.shape(output)}")
-            cls = _resize_hwc(y.astype(np.uint8), th, tw, cv2.INTER_NEAREST)
+            cls = resize_hwc(y.astype(np.uint8), th, tw, cv2.INTER_NEAREST)
             cls = cls[:ch, :cw]
             if (ch, cw) != (oh, ow):
                 cls = cv2.resize(cls, (ow, oh), interpolation=cv2.INTER_NEAREST)
@@ -257,10 +278,10 @@ class Predictor:
         hwc = y if self.output_layout == "NHWC" else y.transpose(1, 2, 0)
         hwc = hwc.astype(np.float32, copy=False)
         if hwc.shape[:2] != (th, tw):
-            hwc = _resize_hwc(hwc, th, tw, cv2.INTER_LINEAR)
+            hwc = resize_hwc(hwc, th, tw, cv2.INTER_LINEAR)
         hwc = hwc[:ch, :cw]
         if (ch, cw) != (oh, ow):
-            hwc = _resize_hwc(np.ascontiguousarray(hwc), oh, ow, cv2.INTER_LINEAR)
+            hwc = resize_hwc(np.ascontiguousarray(hwc), oh, ow, cv2.INTER_LINEAR)
         cls = hwc.argmax(2).astype(np.uint8)
         if want_probs:
             e = np.exp(hwc - hwc.max(2, keepdims=True))
@@ -302,40 +323,5 @@ class Predictor:
         return f"{type(self).__name__}({self.artifact_dir}, size={self.input_size}, layout={self.input_layout})"
 
 
-def predictor_class(artifact_dir, runtime: str | None = None) -> type:
-    """The Predictor class :func:`load_predictor` would use for an artifact folder."""
-    return _runtime_module(artifact_dir, read_manifest(artifact_dir), runtime).PREDICTOR
-
-
-def load_predictor(artifact_dir, *, threads: int | None = None, device: str | None = None,
-                   runtime: str | None = None) -> Predictor:
-    """The Predictor for an artifact folder, from its manifest's ``runtime`` (or ``runtime``
-    to run the same files elsewhere, e.g. a jetson ONNX on ``onnxruntime``)."""
-    manifest = read_manifest(artifact_dir)
-    module = _runtime_module(artifact_dir, manifest, runtime)
-    try:
-        return module.PREDICTOR(Path(artifact_dir), manifest, threads=threads, device=device)
-    except (EdgesegError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # the runtime's own error on a damaged file: one line, not its traceback
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConfigError(f"artifact '{artifact_dir}': {runtime or manifest['runtime']} cannot load "
-                          f"'{manifest['files']['model']}' ({type(exc).__name__}: {first}): the artifact is "
-                          f"damaged or from another version; rebuild it with `edgeseg build`") from exc
-
-
-def _runtime_module(artifact_dir, manifest: dict, runtime: str | None):
-    name = runtime or manifest["runtime"]
-    try:
-        module = importlib.import_module(f"edgeseg.runtime.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"edgeseg.runtime.{name}":
-            raise ConfigError(f"manifest of '{artifact_dir}' names runtime '{name}', which this edgeseg "
-                              f"does not have: upgrade edgeseg") from exc
-        pkg, extra = RUNTIME_PACKAGES.get(name, (exc.name, name))
-        raise MissingDependencyError(exc.name or pkg, extra, f"the {name} runtime") from exc
-    return module
-
-
-__all__ = ["Predictor", "load_predictor", "predictor_class", "read_manifest", "quantize", "dequantize", "MANIFEST",
-           "RUNTIME_PACKAGES", "FORMAT_VERSION"]
+__all__ = ["Predictor", "ModelCall", "read_manifest", "quantize", "dequantize", "resize_hwc", "MANIFEST",
+           "FORMAT_VERSION"]

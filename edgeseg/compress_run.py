@@ -18,7 +18,7 @@ from edgeseg.errors import CheckpointError, ConfigError, require
 
 
 def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity):
-    from edgeseg.compress._nncf import target_preset
+    from edgeseg.compress.nncf_setup import target_preset
     from edgeseg.compress.prune import check_mode, check_ratio
 
     if not (qat or ptq or max_drop is not None or prune is not None):
@@ -65,7 +65,7 @@ def _split_ignore(ignore) -> tuple[list[str], list[str]]:
     """NNCF node names contain '/' (``head/cls/conv2d/0``); anything else is a module path
     (``head``, ``aux_heads.0``) matched as a pattern over all its nodes, or a regex if it
     starts with ``re:``."""
-    from edgeseg.compress._nncf import module_pattern
+    from edgeseg.compress.nncf_setup import module_pattern
 
     names, patterns = [], []
     for item in ignore or ():
@@ -95,11 +95,13 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     so it usually needs a longer run at a higher rate than QAT."""
     from edgeseg.build import resolve_input_size
     from edgeseg.compress import quant
-    from edgeseg.compress._nncf import target_preset
+    from edgeseg.compress.nncf_setup import target_preset
     from edgeseg.compress.common import Data, evaluate, finetune, recalibrate_bn, bn_batches
-    from edgeseg.compress.io import is_compressed, load_compressed, save_compressed
+    from edgeseg.checkpoints import load_compressed
+    from edgeseg.compress.io import save_compressed
     from edgeseg.compress.prune import prune_structured, prune_unstructured, sparsity, strip_unstructured
-    from edgeseg.compress.report import goals, measure, write_report
+    from edgeseg.compress_report import goals, measure, write_report
+    from edgeseg.formats.openvino.quantize import ptq_accuracy_control
     from edgeseg.models.profile import count_macs, count_params
 
     _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity)
@@ -166,7 +168,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             report["sensitivity"] = s
             picked = quant.pick_sensitive(s, max_drop if max_drop is not None else 0.01)
             if picked:
-                from edgeseg.compress._nncf import module_pattern
+                from edgeseg.compress.nncf_setup import module_pattern
 
                 patterns += [module_pattern(g) for g in picked]
             report["kept_in_fp32"].append({
@@ -176,9 +178,10 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                        "sensitivity search: PTQ was within the bound or no group helped"})
         kw = dict(target=target, ignore_names=names, ignore_patterns=patterns)
         if use_pt2e:  # TFLite / Edge TPU: litert-torch's quantizer, so that the build converts these quantizers
-            from edgeseg.compress import pt2e
+            from edgeseg.formats.litert import pt2e
+            from edgeseg.targets import load_target
 
-            head = pt2e.head_for_target("coral")
+            head = pt2e.head_for_target(load_target("coral").extra)
             qkw = dict(calib_size=input_size, head=head)
             report["quantizer"] = {"backend": "pt2e", "head_requested": head, "note": target_preset(target).note}
 
@@ -205,11 +208,11 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
             V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if max_drop is not None:
             log(f"accuracy-controlled PTQ (max drop {max_drop})...")
-            ovq, det = quant.ptq_accuracy_control(model, d, input_size, max_drop=max_drop, **kw)
-            import openvino as ov
+            ovq, det = ptq_accuracy_control(model, d, input_size, max_drop=max_drop, **kw)
+            from edgeseg.formats.openvino.quantize import save_ir
 
             (tmp / "int8_ptq_ac").mkdir()
-            ov.save_model(ovq, str(tmp / "int8_ptq_ac" / "model.xml"), compress_to_fp16=False)
+            save_ir(ovq, tmp / "int8_ptq_ac" / "model.xml")
             report["files"]["int8_ptq_ac"] = "int8_ptq_ac/model.xml"
             report["accuracy_control"] = det
             report["kept_in_fp32"].append({"variant": "int8_ptq_ac", "layers": det["reverted_to_fp32"],

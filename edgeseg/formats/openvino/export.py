@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
-from edgeseg.export.base import BuildError, ExportResult, export_step, require_calib
-from edgeseg.runtime.openvino import CPU_INFERENCE_PRECISION
+from edgeseg.formats.base import BuildError, ExportResult, export_step, require_calib
+from edgeseg.formats.openvino.runtime import CPU_INFERENCE_PRECISION
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -135,7 +135,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     extra = profile.extra or {}
     device = str(profile.device or "CPU").upper()
     if precision == "bf16":
-        from edgeseg.runtime.openvino import check_bf16
+        from edgeseg.formats.openvino.runtime import check_bf16
 
         check_bf16(what=f"--precision bf16 for target '{profile.name}'")
     h, w = (int(v) for v in input_size)
@@ -148,7 +148,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         ov_model = convert(model, (h, w))
     quant = None
     if qat:
-        from edgeseg.export.onnx import qat_summary
+        from edgeseg.formats.onnx import qat_summary
 
         # the QAT quantizers became FakeQuantize ops: nothing to calibrate
         quant = {"method": "QAT checkpoint: NNCF quantizers converted to OpenVINO FakeQuantize",

@@ -6,7 +6,7 @@ So ``edgeseg compress --target edgetpu`` quantizes with that quantizer, and the
 checkpoint holds the very fake-quantized graph that ``edgeseg build --target coral``
 converts: no calibration at build time, and the TFLite file computes what QAT trained.
 
-The graph is the one :mod:`edgeseg.export.tflite` builds: NHWC input (litert-torch's
+The graph is the one :mod:`edgeseg.formats.litert.export` builds: NHWC input (litert-torch's
 ``to_channel_last_io``), the target's head option ``low_res_output``, the exact export
 rewrites, then batch norm folded into the convolutions (torchao's ``_fuse_conv_bn_``,
 exact in eval mode; the deployed int8 graph folds it too). Folding first means QAT
@@ -49,20 +49,19 @@ def _quantizer_class():
 
 
 def make_quantizer(per_channel: bool = True, is_qat: bool = True):
-    from edgeseg.export.tflite import _torch_modules
+    from edgeseg.formats.litert.export import torch_modules
 
-    _, pq, _, _ = _torch_modules()
+    _, pq, _, _ = torch_modules()
     return _quantizer_class()().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel,
                                                                                 is_qat=is_qat))
 
 
-def head_for_target(target: str = "coral") -> dict:
-    """The head options of a target profile that the quantized graph must be trained with
-    (``low_res_output`` may be ``"auto"``; :func:`prepare` records what it applied)."""
-    from edgeseg.export.tflite import low_res_mode
-    from edgeseg.targets import load_target
+def head_for_target(extra: dict) -> dict:
+    """The head options of a target profile (its ``extra``) that the quantized graph must be
+    trained with (``low_res_output`` may be ``"auto"``; :func:`prepare` records what it applied)."""
+    from edgeseg.formats.litert.export import low_res_mode
 
-    extra = load_target(target).extra or {}
+    extra = extra or {}
     return {"low_res_output": low_res_mode(extra.get("low_res_output", False))}
 
 
@@ -133,9 +132,9 @@ class PT2EModel(torch.nn.Module):
     def converted(self):
         """The int8 graph (quantize/dequantize ops, ``convert_pt2e``) that litert-torch converts;
         NHWC input of batch 1."""
-        from edgeseg.export.tflite import _torch_modules
+        from edgeseg.formats.litert.export import torch_modules
 
-        *_, qpt2e = _torch_modules()
+        *_, qpt2e = torch_modules()
         return qpt2e.convert_pt2e(copy.deepcopy(self.graph), fold_quantize=False)
 
 
@@ -177,9 +176,9 @@ def _prepare(model, input_size, *, head, per_channel, rewrites) -> PT2EModel:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-    from edgeseg.export import tflite
+    from edgeseg.formats.litert import export as tflite
 
-    *_, qpt2e = tflite._torch_modules()
+    *_, qpt2e = tflite.torch_modules()
     h, w = (int(v) for v in input_size)
     module, _ = tflite.prepare_module(model.eval(), (h, w))
     # batch 2: a batch-1 example would specialise the batch dimension to 1
@@ -190,7 +189,7 @@ def _prepare(model, input_size, *, head, per_channel, rewrites) -> PT2EModel:
     gm, out_size = tflite.apply_low_res_output(gm, (head or {}).get("low_res_output", False))
     head = {"low_res_output": out_size is not None}  # what was applied ("auto" resolved)
     _fuse_conv_bn_(gm)
-    with tflite._ordered_observer_creation():
+    with tflite.ordered_observer_creation():
         prepared = qpt2e.prepare_qat_pt2e(gm, make_quantizer(per_channel))
     move_exported_model_to_eval(prepared)  # dropout off; batch norm is already folded
     _unfuse_fake_quantizers(prepared)
@@ -262,7 +261,7 @@ def to_tflite(qmodel: PT2EModel, path) -> "Path":
     """Convert the quantized graph to a full-integer TFLite file with litert-torch."""
     from pathlib import Path
 
-    from edgeseg.export import tflite
+    from edgeseg.formats.litert import export as tflite
     from edgeseg.native_logs import captured
 
     h, w = qmodel.input_size
@@ -277,11 +276,11 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
     import cv2
     import numpy as np
 
-    from edgeseg.export.tflite import interpreter_class
+    from edgeseg.formats.litert.export import interpreter_class
     from edgeseg.metrics import ConfusionMatrix
     from edgeseg.native_logs import captured
     from edgeseg.progress import track
-    from edgeseg.runtime.base import _resize_hwc, dequantize, quantize
+    from edgeseg.formats.predictor import resize_hwc, dequantize, quantize
 
     with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
         it = interpreter_class()(model_path=str(path), num_threads=int(threads))
@@ -297,6 +296,6 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
         it.invoke()
         logits = dequantize(it.get_tensor(out["index"])[0], {"scale": out["quantization"][0],
                                                              "zero_point": out["quantization"][1]})
-        logits = _resize_hwc(logits, *y.shape[-2:], cv2.INTER_LINEAR)  # a low-resolution head
+        logits = resize_hwc(logits, *y.shape[-2:], cv2.INTER_LINEAR)  # a low-resolution head
         cm.update(logits.argmax(-1)[None], y)
     return cm.summary(classes)

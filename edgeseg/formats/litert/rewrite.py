@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-log = logging.getLogger("edgeseg.export")
+log = logging.getLogger("edgeseg.formats")
 
 
 def _aten():

@@ -14,97 +14,22 @@ carry FakeQuantize nodes that the CPU plugin executes as int8); ONNX Runtime run
 from __future__ import annotations
 
 import json
-import time
-import warnings
 from pathlib import Path
-
-import numpy as np
-import torch
-
-from edgeseg.native_logs import captured
-from edgeseg.progress import track
-
-
-def _median_ms(fn, runs: int, warmup: int, what: str = "latency") -> dict:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in track(range(runs), what):  # the bar advances outside the timed call
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1e3)
-    s = np.array(samples)
-    return {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)), "runs": runs}
-
-
-def latency_openvino(ov_model, input_size, *, runs: int, warmup: int, threads: int) -> dict:
-    from edgeseg.runtime.openvino import compile_on_cpu
-
-    # f32 compute for the float ops, as the openvino-cpu artifacts of these models run
-    with captured():
-        compiled = compile_on_cpu(ov_model, PERFORMANCE_HINT="LATENCY", INFERENCE_NUM_THREADS=int(threads))
-        req = compiled.create_infer_request()
-    x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
-    return _median_ms(lambda: req.infer({0: x}), runs, warmup, "latency: openvino-cpu")
-
-
-def export_onnx(model, input_size, path: Path) -> Path:
-    """ONNX (opset 17) of a plain or NNCF-quantized torch model (quantizers as QDQ pairs)."""
-    x = torch.zeros(1, 3, *input_size)
-    from edgeseg.compress.quant import set_export_mode
-
-    quantized = set_export_mode(model, "qdq")
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), captured():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"], do_constant_folding=True)
-    finally:
-        if quantized:
-            set_export_mode(model, "fake_quantize")
-    return path
-
-
-def latency_onnxruntime(onnx_path, input_size, *, runs: int, warmup: int, threads: int) -> dict:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    with captured():
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
-    name = sess.get_inputs()[0].name
-    return _median_ms(lambda: sess.run(None, {name: x}), runs, warmup, "latency: onnxruntime-cpu")
-
-
-def latency_litert(path, *, runs: int, warmup: int, threads: int) -> dict:
-    """Median latency of a TFLite file on LiteRT's CPU interpreter (XNNPACK), batch 1."""
-    from edgeseg.export.tflite import interpreter_class
-
-    with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-        it = interpreter_class()(model_path=str(path), num_threads=int(threads))
-        it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    x = np.random.default_rng(0).integers(-128, 127, inp["shape"]).astype(inp["dtype"])
-    it.set_tensor(inp["index"], x)
-    return _median_ms(it.invoke, runs, warmup, "latency: litert-cpu")
 
 
 def _measure_tflite(row: dict, name: str, qmodel, data, input_size, workdir: Path, runs, warmup, threads):
     """A PT2E (TFLite) variant: the int8 .tflite the coral build makes from it, its size,
     LiteRT CPU latency and mIoU (the deployed file's, beside the fake-quantized torch model's)."""
-    from edgeseg.compress.pt2e import tflite_summary, to_tflite
-    from edgeseg.compress.quant import _padded_items
+    from edgeseg.formats.litert.pt2e import tflite_summary, to_tflite
+    from edgeseg.formats.litert.runtime import file_latency as litert_latency
+    from edgeseg.compress.common import padded_items
 
     path = workdir / f"{name}.tflite"
     try:
         to_tflite(qmodel, path)
         row["tflite_mb"] = _size_mb([path])
-        row["latency_litert_cpu"] = latency_litert(path, runs=runs, warmup=warmup, threads=threads)
-        s = tflite_summary(path, _padded_items(data, input_size), data.info.num_classes, data.info.ignore_index,
+        row["latency_litert_cpu"] = litert_latency(path, runs=runs, warmup=warmup, threads=threads)
+        s = tflite_summary(path, padded_items(data, input_size), data.info.num_classes, data.info.ignore_index,
                            data.info.classes, threads=threads)
         row["miou_tflite"] = s["miou"]
     except Exception as exc:
@@ -128,7 +53,7 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
     evaluated, exported to ONNX and converted to OpenVINO; an ``ov_model`` alone (accuracy-
     controlled PTQ) is evaluated and timed on OpenVINO only."""
     from edgeseg.compress.common import evaluate
-    from edgeseg.compress.quant import ov_summary, to_openvino
+    from edgeseg.formats.openvino.quantize import ov_summary, to_openvino
     from edgeseg.models.profile import count_macs, count_params
 
     workdir = Path(workdir)
@@ -146,7 +71,7 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
         summary = summary or evaluate(torch_model, data)
     else:
         row["params"], row["macs"] = params, macs
-    from edgeseg.compress.pt2e import PT2EModel
+    from edgeseg.formats.litert.pt2e import PT2EModel
 
     pt2e = isinstance(torch_model, PT2EModel)
     if ov_model is None and torch_model is not None and not pt2e:
@@ -168,23 +93,26 @@ def measure(name: str, *, data, input_size, workdir: Path, torch_model=None, ov_
         _measure_tflite(row, name, torch_model, data, input_size, workdir, runs, warmup, threads)
         torch_model = None
     if ov_model is not None:
-        import openvino as ov
+        from edgeseg.formats.openvino.quantize import latency as openvino_latency
+        from edgeseg.formats.openvino.quantize import save_ir
 
         xml = workdir / f"{name}.xml"
-        with captured():
-            ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        save_ir(ov_model, xml)
         row["openvino_ir_mb"] = _size_mb([xml, xml.with_suffix(".bin")])
         try:
-            row["latency_openvino_cpu"] = latency_openvino(ov_model, input_size, runs=runs, warmup=warmup,
+            row["latency_openvino_cpu"] = openvino_latency(ov_model, input_size, runs=runs, warmup=warmup,
                                                            threads=threads)
         except Exception as exc:
             row["latency_openvino_cpu"] = {"error": _err(exc)}
     if torch_model is not None:
         onnx_path = workdir / f"{name}.onnx"
         try:
-            export_onnx(torch_model, input_size, onnx_path)
+            from edgeseg.formats.onnx import export_any
+            from edgeseg.formats.onnxruntime.runtime import file_latency as onnxruntime_latency
+
+            export_any(torch_model, input_size, onnx_path)
             row["onnx_mb"] = _size_mb([onnx_path])
-            row["latency_onnxruntime_cpu"] = latency_onnxruntime(onnx_path, input_size, runs=runs, warmup=warmup,
+            row["latency_onnxruntime_cpu"] = onnxruntime_latency(onnx_path, input_size, runs=runs, warmup=warmup,
                                                                  threads=threads)
         except Exception as exc:
             row["latency_onnxruntime_cpu"] = {"error": _err(exc)}
@@ -249,7 +177,7 @@ def to_markdown(report: dict) -> str:
 
 
 def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
-    from edgeseg.train.checkpoint import atomic_write_text
+    from edgeseg.files import atomic_write_text
 
     out_dir = Path(out_dir)
     j, m = out_dir / "report.json", out_dir / "report.md"

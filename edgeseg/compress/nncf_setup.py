@@ -65,7 +65,7 @@ TARGETS: dict[str, TargetPreset] = {
                         "activations"),
     "npu": TargetPreset("npu", "NPU", "PERFORMANCE",
                         "Intel NPU: per-channel symmetric weights, per-tensor symmetric activations"),
-    # not NNCF: quantized with litert-torch's PT2E quantizer (edgeseg/compress/pt2e.py) so
+    # not NNCF: quantized with litert-torch's PT2E quantizer (edgeseg/formats/litert/pt2e.py) so
     # that the TFLite build converts the trained quantizers themselves
     "edgetpu": TargetPreset("edgetpu", "ANY", "PERFORMANCE",
                             "Edge TPU / TFLite (PT2E with litert-torch's quantizer, not NNCF): per-channel "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
-from edgeseg.runtime.base import Predictor
+from edgeseg.formats.predictor import ModelCall, Predictor
 
 EDGETPU_LIBS = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
@@ -40,6 +40,20 @@ def edgetpu_delegate(load_delegate):
         return load_delegate(lib)
     except (ValueError, OSError, RuntimeError):
         return None
+
+
+class LiteRTCall(ModelCall):
+    kind = "litert Interpreter.invoke()"
+
+    def set_input(self, x: np.ndarray) -> None:
+        p = self.p
+        p.interpreter.set_tensor(p.input_detail["index"], np.ascontiguousarray(x, dtype=p.input_detail["dtype"]))
+
+    def run(self) -> None:
+        self.p.interpreter.invoke()
+
+    def output(self) -> np.ndarray:
+        return np.array(self.p.interpreter.get_tensor(self.p.output_detail["index"]), copy=True)
 
 
 class LiteRTPredictor(Predictor):
@@ -69,13 +83,31 @@ class LiteRTPredictor(Predictor):
             kwargs["num_threads"] = int(threads)
         self.interpreter = Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
-        self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_detail = self.interpreter.get_output_details()[0]
+
+    def model_call(self) -> LiteRTCall:
+        return LiteRTCall(self)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self._in["index"], np.ascontiguousarray(x, dtype=self._in["dtype"]))
+        self.interpreter.set_tensor(self.input_detail["index"], np.ascontiguousarray(x, dtype=self.input_detail["dtype"]))
         self.interpreter.invoke()
-        return np.array(self.interpreter.get_tensor(self._out["index"]), copy=True)
+        return np.array(self.interpreter.get_tensor(self.output_detail["index"]), copy=True)
+
+
+def file_latency(path, *, runs: int, warmup: int, threads: int) -> dict:
+    """Median latency of a TFLite file on LiteRT's CPU interpreter (XNNPACK), batch 1."""
+    from edgeseg.formats.base import median_latency
+    from edgeseg.formats.litert.export import interpreter_class
+    from edgeseg.native_logs import captured
+
+    with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        it = interpreter_class()(model_path=str(path), num_threads=int(threads))
+        it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).integers(-128, 127, inp["shape"]).astype(inp["dtype"])
+    it.set_tensor(inp["index"], x)
+    return median_latency(it.invoke, runs, warmup, "latency: litert-cpu")
 
 
 PREDICTOR = LiteRTPredictor

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, EdgesegError, require
-from edgeseg.runtime.base import Predictor
+from edgeseg.formats.predictor import Predictor
 
 
 def build_engine(onnx_path: Path, precision: str, workspace_mb: int = 1024) -> bytes:

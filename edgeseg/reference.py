@@ -7,11 +7,9 @@ logits); ``TorchPredictor(artifact_dir, manifest)`` loads ``files.model`` as a c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from edgeseg.runtime.base import FORMAT_VERSION, Predictor
+from edgeseg.formats.predictor import FORMAT_VERSION, Predictor
 
 
 def reference_manifest(model, info, input_size) -> dict:
@@ -39,7 +37,7 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(int(threads))
         if model is None:
-            from edgeseg.train.checkpoint import load_model
+            from edgeseg.checkpoints import load_model
 
             model = load_model(self.model_path())[0]
         self.torch_device = torch.device(device or "cpu")

@@ -1,0 +1,35 @@
+"""ONNX Runtime: an ONNX file (fp32, or int8 QDQ from ONNX Runtime's static PTQ) on the CPU
+execution provider. Export: :mod:`edgeseg.formats.onnx`; runtime: :mod:`.runtime`."""
+
+import importlib.util
+
+from edgeseg.formats.base import Unit, guarded
+
+
+class OnnxRuntimeUnit(Unit):
+    name = "onnxruntime"
+    formats = ("onnx",)
+    runtime_modules = ("onnxruntime",)
+    build_modules = ("onnx", "onnxruntime")
+    extra = None  # core dependencies
+    quantized_checkpoints = ("nncf",)  # an NNCF QAT checkpoint exports as QDQ
+    distributions = ("onnx", "onnxruntime", "onnxscript")
+    compress_presets = {"CPU": "cpu"}
+    export_module = "edgeseg.formats.onnx"
+
+    def probe(self) -> dict:
+        """ONNX Runtime's version and execution providers."""
+        if importlib.util.find_spec("onnxruntime") is None:
+            return {"installed": False, "install": "pip install onnxruntime (a core dependency: reinstall edgeseg)",
+                    "summary": "not installed"}
+
+        def providers():
+            import onnxruntime as ort
+
+            have = list(ort.get_available_providers())
+            return {"installed": True, "version": ort.__version__, "providers": have, "summary": ", ".join(have)}
+
+        return guarded(providers)
+
+
+UNIT = OnnxRuntimeUnit()
