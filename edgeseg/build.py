@@ -9,92 +9,22 @@ compare it with the PyTorch fp32 model (``parity.json``), then rename the folder
 
 from __future__ import annotations
 
-import datetime as _dt
-import errno
 import json
 from pathlib import Path
 
-from edgeseg.formats import tool_versions
-from edgeseg.formats.predictor import FORMAT_VERSION, MANIFEST
-
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in (extra or {}).items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
-def make_manifest(*, model, info, profile, precision: str, input_size, result=None, source: dict | None = None,
-                  quantization: dict | None = None, build_seconds: float | None = None,
-                  compiler: dict | None = None, parity: dict | None = None, files: dict | None = None,
-                  extra: dict | None = None) -> dict:
-    """The manifest of an artifact; ``result.details`` (an ExportResult) is merged in last.
-
-    Keys: format_version, model, target, format, runtime, device, precision, classes,
-    colors, ignore_index, mean, std, input, output, files, source, quantization, tools,
-    build_time, build_seconds, compiler, parity.
-    """
-    h, w = (int(v) for v in input_size)
-    layout = profile.layout
-    m = {
-        "format_version": FORMAT_VERSION,
-        "model": {"name": getattr(model, "model_name", type(model).__name__),
-                  "num_classes": int(model.num_classes),
-                  "kwargs": dict(getattr(model, "model_kwargs", {}))},
-        "target": profile.name,
-        "format": profile.format,
-        "runtime": profile.runtime,
-        "device": profile.device,
-        "precision": precision,
-        "dataset": info.name,
-        "classes": list(info.classes),
-        "colors": [list(c) for c in info.colors],
-        "ignore_index": int(info.ignore_index),
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "input": {"name": "input", "size": [h, w], "layout": layout,
-                  "dtype": profile.input_dtype_for(precision), "quant": None, "fit": "pad"},
-        "output": {"name": "logits", "layout": layout, "kind": "logits", "dtype": "float32", "quant": None,
-                   "size": [h, w], "num_classes": int(model.num_classes)},
-        "files": dict(files or {}),
-        "source": source or {},
-        "quantization": quantization,
-        "tools": tool_versions(),
-        "build_time": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "build_seconds": build_seconds,
-        "compiler": compiler,
-        "parity": parity,
-    }
-    if result is not None:
-        if "model" not in m["files"]:
-            m["files"]["model"] = Path(result.model_file).name
-        _merge(m, result.details)
-    _merge(m, extra or {})
-    return m
-
-
-def write_manifest(artifact_dir, manifest: dict) -> Path:
-    from edgeseg.train.checkpoint import atomic_write_text
-
-    path = Path(artifact_dir) / MANIFEST
-    atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
-    return path
-
+from edgeseg.formats.manifest import make_manifest, write_manifest
 
 # ---------------------------------------------------------------------------------------
 # the build
 
 import logging  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from edgeseg.errors import ConfigError, EdgesegError  # noqa: E402
+from edgeseg.sizes import parse_size  # noqa: E402
 
 log = logging.getLogger("edgeseg.build")
 
@@ -135,23 +65,6 @@ def _pick(n_total: int, n: int, selection: str, seed: int) -> list[int]:
     if selection == "random":
         return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
     return list(range(n))
-
-
-def parse_size(text) -> tuple[int, int]:
-    """``"384x480"`` / ``"384"`` / (h, w) -> (h, w)."""
-    if isinstance(text, (tuple, list)):
-        vals = list(text)
-    else:
-        vals = str(text).lower().replace(",", "x").split("x")
-    try:
-        vals = [int(v) for v in vals]
-    except ValueError:
-        raise ConfigError(f"bad image size {text!r}: use HxW, e.g. 384x480") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 1:
-        raise ConfigError(f"bad image size {text!r}: use HxW, e.g. 384x480")
-    return vals[0], vals[1]
 
 
 def resolve_input_size(model, ckpt: dict, input_size=None) -> tuple[int, int]:
@@ -211,21 +124,19 @@ def _open(data, split: str, holdout: dict | None = None):
 
 def _prediction_run(predictor, images, masks, num_classes, ignore_index, ref=None):
     """Class maps, raw outputs and mIoU of ``predictor`` over ``images``."""
-    from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.metrics import score
 
-    from edgeseg.progress import track
-
-    cm = ConfusionMatrix(num_classes, ignore_index) if masks is not None else None
     preds, raws = [], []
-    for i, img in track(list(enumerate(images)), f"parity: {predictor.runtime}"):
+
+    def predict(img):
         x, meta = predictor.preprocess(img)
-        y = predictor.infer(x)
-        preds.append(predictor.postprocess(y, meta))
-        raws.append(y)
-        if cm is not None:
-            cm.update(preds[-1], masks[i])
-    miou = cm.compute()["miou"] if cm is not None else None
-    return preds, raws, miou
+        raws.append(predictor.infer(x))
+        preds.append(predictor.postprocess(raws[-1], meta))
+        return preds[-1]
+
+    pairs = list(zip(images, masks if masks is not None else [None] * len(images)))
+    cm = score(pairs, predict, num_classes, ignore_index, label=f"parity: {predictor.runtime}")
+    return preds, raws, (cm.compute()["miou"] if masks is not None else None)
 
 
 def _as_nchw_logits(pred, y):
@@ -344,17 +255,202 @@ def _check_out(out: Path, force: bool) -> None:
         raise ConfigError(f"output folder '{out}' exists and is not empty: pass --force to replace it or choose another --out")
 
 
+@dataclass
+class BuildPlan:
+    """What a build will do, decided before any file is written (:func:`plan_build`)."""
+
+    source: str
+    profile: object  # TargetProfile
+    unit: object  # FormatUnit
+    precision: str
+    model: object  # the checkpoint's model (the parity reference)
+    export_model: object  # what the unit exports (the float weights of an NNCF checkpoint it re-quantizes)
+    info: object  # DatasetInfo
+    ckpt: dict
+    size: tuple
+    out: Path
+    #: the checkpoint's quantization entry (edgeseg compress --ptq / --qat), or None
+    quantized: dict | None
+    #: the unit exports that quantization as it is (else it calibrates its own, or needs none)
+    keeps_quantization: bool
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8" and not self.keeps_quantization
+
+    @property
+    def reference(self) -> str:
+        if not self.quantized:
+            return "pytorch fp32"
+        backend = "PT2E" if self.quantized.get("backend") == "pt2e" else "NNCF"
+        return f"pytorch, the checkpoint's {backend} fake-quantized int8 model"
+
+
+def plan_build(source, target: str, *, precision=None, out=None, input_size=None, force: bool = False,
+               say=lambda s: None) -> BuildPlan:
+    """Step 1: the target, the precision, the model to export and where it goes; every check that
+    needs no data runs here, so a wrong argument fails before any minute is spent."""
+    from edgeseg.checkpoints import float_model, load_model
+    from edgeseg.formats import get_unit
+    from edgeseg.targets import list_targets, load_target
+
+    profile = load_target(target)
+    requested = precision
+    precision = profile.check_precision(precision)
+    model, info, ckpt = load_model(source)
+    model = model.float().eval().cpu()
+    # A quantized checkpoint (edgeseg compress --qat/--ptq) is int8 by construction.
+    quantized = ckpt.get("quantization") or None
+    if quantized and precision != "int8":
+        if requested is not None or "int8" not in profile.precisions:
+            raise ConfigError(f"'{source}' is an int8-quantized checkpoint (edgeseg compress, "
+                              f"{quantized.get('method')}): build it with --precision int8 for a target that has "
+                              f"int8, or build its float source checkpoint for {precision}")
+        precision = "int8"
+    unit = get_unit(profile.runtime)
+    backend = (quantized or {}).get("backend", "nncf")
+    keeps = bool(quantized) and backend in unit.quantized_checkpoints
+    export_model = model
+    if quantized and not keeps:
+        if backend != "nncf":  # only NNCF's quantizers can be dropped for the float weights
+            takes = [t for t in list_targets() if backend in get_unit(load_target(t).runtime).quantized_checkpoints]
+            raise ConfigError(f"'{source}' was quantized with {backend} (edgeseg compress) for another runtime: "
+                              f"build it with --target {' or '.join(takes) or '(none here)'}, or compress the fp32 "
+                              f"checkpoint for '{profile.name}'")
+        export_model, _ = float_model(ckpt, str(source))
+        export_model = export_model.float().eval().cpu()
+        say(f"note: the {profile.format} exporter cannot take NNCF's quantizers: it re-quantizes the checkpoint's "
+            f"QAT-trained weights with its own calibration; parity compares with the QAT model")
+    size = resolve_input_size(model, ckpt, input_size)
+    out = Path(out) if out is not None else default_out(source, ckpt, profile.name, precision)
+    _check_out(out, force)
+    return BuildPlan(str(source), profile, unit, precision, model, export_model, info, ckpt, size, out,
+                     quantized, keeps)
+
+
+def calibrate(plan: BuildPlan, data, calib_def: dict, holdout, say=lambda s: None):
+    """Step 2 (int8 the unit quantizes itself): ``(arrays for the exporter, the raw images,
+    the manifest's calibration entry)``; nothing when no calibration is needed."""
+    if not plan.needs_calibration:
+        return None, [], None
+    if data is None:
+        from edgeseg.formats.base import INT8_NEEDS_DATA
+
+        raise ConfigError(INT8_NEEDS_DATA)
+    from edgeseg.reference import TorchPredictor
+
+    ds = _open(data, calib_def["split"], holdout)
+    if ds is None:
+        raise ConfigError(f"dataset '{data}' has no '{calib_def['split']}' split for calibration: "
+                          f"set split in the calibration definition")
+    plan.info.check_compatible(ds.info, f"dataset '{data}'")
+    idx = _pick(len(ds), calib_def["images"], calib_def["selection"], int(calib_def.get("seed", 0)))
+    raw = [ds.read(i)[0] for i in idx]
+    ref = TorchPredictor.from_model(plan.model, plan.info, plan.size)
+    arrays = [ref.preprocess(img)[0] for img in raw]
+    entry = {"file": calib_def["file"], "split": calib_def["split"], "images": len(idx),
+             "selection": calib_def["selection"], "seed": calib_def.get("seed", 0), "dataset": str(data)}
+    say(f"calibration: {len(idx)} {calib_def['split']} images from {data} ({calib_def['selection']})")
+    return arrays, raw, entry
+
+
+def parity_inputs(plan: BuildPlan, data, split: str, count: int, holdout, calib_raw, calib_split: str):
+    """Step 3: the images parity compares on: ``split`` of ``data`` with masks, else the
+    calibration images, else the training split, else deterministic synthetic images."""
+    if data is not None:
+        vds = _open(data, split, holdout)
+        if vds is not None and len(vds):
+            plan.info.check_compatible(vds.info, f"dataset '{data}'")
+            pairs = [vds.read(i) for i in range(min(count, len(vds)))]
+            return ([p[0] for p in pairs], [p[1] for p in pairs],
+                    f"{len(pairs)} '{split}' images of {data} (with masks: mIoU compared)")
+        if calib_raw:
+            images = calib_raw[:count]
+            return images, None, f"{len(images)} calibration images of {data} (no '{split}' split)"
+        tds = _open(data, calib_split, holdout)
+        if tds is not None and len(tds):
+            images = [tds.read(i)[0] for i in range(min(count, len(tds)))]
+            return images, None, f"{len(images)} '{calib_split}' images of {data} (no '{split}' split)"
+    images = synthetic_images(max(1, min(count, 4)), plan.size)
+    return images, None, f"{len(images)} deterministic synthetic images (no --data given)"
+
+
+def export_artifact(plan: BuildPlan, folder: Path, calib_arrays, calib_entry, say=lambda s: None) -> dict:
+    """Step 4: the unit writes its files into ``folder``; returns the manifest (also written there)."""
+    from edgeseg.native_logs import captured
+
+    t0 = time.perf_counter()
+    with captured():  # the converters' native logs (absl, MLIR, torchao...) stay off the terminal
+        result = plan.unit.export(plan.export_model, plan.info, input_size=plan.size, precision=plan.precision,
+                                  out_dir=folder, profile=plan.profile, calib=calib_arrays,
+                                  quantized=plan.quantized if plan.keeps_quantization else None)
+    export_seconds = time.perf_counter() - t0
+    quant = None
+    if plan.precision == "int8" or result.details.get("quantization"):
+        quant = dict(result.details.get("quantization") or {})
+        if calib_entry:
+            quant.setdefault("calibration", calib_entry)
+    profile = plan.profile
+    compiler = result.details.get("compiler") or (
+        {"name": profile.compiler.get("name"), "command": profile.compiler.get("command"), "ran": False,
+         "report": None} if profile.compiler else None)
+    manifest = make_manifest(model=plan.model, info=plan.info, profile=profile, precision=plan.precision,
+                             input_size=plan.size, result=result, source=_source_entry(plan.source, plan.ckpt),
+                             quantization=quant, compiler=compiler)
+    manifest["quantization"] = quant
+    manifest["export_seconds"] = round(export_seconds, 3)
+    tpu_check = result.details.get("edgetpu_check")
+    if tpu_check is not None and not tpu_check.get("ok"):
+        # The file still runs on a CPU, so this warns rather than fails the build.
+        say(f"warning: Edge TPU check: {tpu_check.get('summary')} (see edgetpu_check in manifest.json)")
+    write_manifest(folder, manifest)
+    return manifest
+
+
+#: the parity facts the manifest repeats (parity.json has them all)
+MANIFEST_PARITY_KEYS = ("ran", "reason", "runtime", "proxy", "reference", "agreement", "max_abs_logit_diff",
+                        "miou_reference", "miou_artifact", "miou_drop", "flags", "passed", "image_source")
+
+
+def run_parity(plan: BuildPlan, folder: Path, manifest: dict, images, masks, image_source: str, *, threads=None,
+               allow_drop: bool = False, say=lambda s: None) -> dict:
+    """Step 5: the artifact in its runtime (or a stated proxy) against the checkpoint in PyTorch;
+    writes parity.json, records it in the manifest, and raises BuildError where it failed."""
+    from edgeseg.files import atomic_write_text
+    from edgeseg.formats.base import BuildError, export_step
+    from edgeseg.native_logs import captured
+
+    with export_step(f"parity run ({plan.profile.runtime})"), captured():
+        parity = check_parity(folder, plan.model, plan.info, plan.size, plan.profile, plan.precision, images=images,
+                              masks=masks, image_source=image_source, threads=threads, reference=plan.reference)
+    atomic_write_text(folder / "parity.json", json.dumps(parity, indent=2) + "\n")
+    if parity.get("execution"):
+        manifest["execution"] = parity["execution"]
+    manifest["parity"] = {k: parity.get(k) for k in MANIFEST_PARITY_KEYS if k in parity}
+    manifest["parity"]["file"] = "parity.json"
+    if parity.get("ran") and not parity["passed"]:
+        if allow_drop:
+            say("parity FAILED but --allow-drop was given: " + "; ".join(parity["failures"]))
+        else:
+            raise BuildError(f"parity check failed for '{plan.source}' on target '{plan.profile.name}' "
+                             f"({plan.precision}): " + "; ".join(parity["failures"]) + ": retrain/calibrate "
+                             "better, try another precision, or pass --allow-drop to keep the artifact anyway")
+    return parity
+
+
 def build(source, target: str, *, precision: str | None = None, out=None, data=None, split: str = "val",
           calib_images: int | None = None, calib=None, input_size=None, allow_drop: bool = False,
           parity_images: int = 8, threads: int | None = None, force: bool = False,
           report: list | None = None) -> Path:
     """Build the artifact of ``source`` (checkpoint path or zoo name) for ``target``; returns its folder.
 
-    ``report`` (a list) receives one line per notable fact for the CLI to print.
+    The steps: plan, calibrate, pick the parity images, export, parity, commit (the staged
+    folder becomes ``out`` only when every step passed). ``report`` (a list) receives one line
+    per notable fact for the CLI to print.
     """
-    from edgeseg.formats import BuildError, get_unit
-    from edgeseg.targets import load_target
-    from edgeseg.checkpoints import load_model
+    from edgeseg.data.holdout import holdout_of
+    from edgeseg.files import FolderTaken, staged_folder
+    from edgeseg.formats import BuildError
 
     say = report.append if report is not None else (lambda s: None)
     if threads is not None and int(threads) < 1:
@@ -362,169 +458,28 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     if parity_images < 1:
         raise ConfigError(f"--parity-images must be at least 1, got {parity_images}")
     t_start = time.perf_counter()
-    profile = load_target(target)
-    requested = precision
-    precision = profile.check_precision(precision)
-    model, info, ckpt = load_model(source)
-    model = model.float().eval().cpu()
-    # A quantized checkpoint (edgeseg compress --qat/--ptq) is int8 by construction.
-    qat = ckpt.get("quantization") or None
-    if qat and precision != "int8":
-        if requested is not None or "int8" not in profile.precisions:
-            raise ConfigError(f"'{source}' is an int8-quantized checkpoint (edgeseg compress, {qat.get('method')}): "
-                              f"build it with --precision int8 for a target that has int8, or build its float "
-                              f"source checkpoint for {precision}")
-        precision = "int8"
-    unit = get_unit(profile.runtime)
-    backend = (qat or {}).get("backend", "nncf")
-    uses_qat = bool(qat) and backend in unit.quantized_checkpoints
-    export_model = model
-    if qat and not uses_qat and backend != "nncf":  # only NNCF's quantizers can be dropped for the float weights
-        from edgeseg.targets import list_targets
-
-        takes = [t for t in list_targets() if backend in get_unit(load_target(t).runtime).quantized_checkpoints]
-        raise ConfigError(f"'{source}' was quantized with {backend} (edgeseg compress) for another runtime: build "
-                          f"it with --target {' or '.join(takes) or '(none here)'}, or compress the fp32 checkpoint "
-                          f"for '{profile.name}'")
-    if qat and not uses_qat:
-        from edgeseg.checkpoints import float_model
-
-        export_model, _ = float_model(ckpt, str(source))
-        export_model = export_model.float().eval().cpu()
-        say(f"note: the {profile.format} exporter cannot take NNCF's quantizers: it re-quantizes the checkpoint's "
-            f"QAT-trained weights with its own calibration; parity compares with the QAT model")
-    needs_calib = precision == "int8" and not uses_qat
-    size = resolve_input_size(model, ckpt, input_size)
-    out = Path(out) if out is not None else default_out(source, ckpt, profile.name, precision)
-    _check_out(out, force)
+    plan = plan_build(source, target, precision=precision, out=out, input_size=input_size, force=force, say=say)
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-
-    # calibration (int8) and parity images
-    from edgeseg.reference import TorchPredictor
-
-    ref = TorchPredictor.from_model(model, info, size)
     calib_def = load_calib_definition(calib)
     if calib_images is not None:
         calib_def["images"] = int(calib_images)
-    calib_arrays, calib_raw, quant_calib = None, [], None
-    from edgeseg.data.holdout import holdout_of
-
-    holdout = holdout_of(ckpt)  # a dataset without a val split: the images training held out
-    if data is not None and needs_calib:
-        ds = _open(data, calib_def["split"], holdout)
-        if ds is None:
-            raise ConfigError(f"dataset '{data}' has no '{calib_def['split']}' split for calibration: "
-                              f"set split in the calibration definition")
-        info.check_compatible(ds.info, f"dataset '{data}'")
-        idx = _pick(len(ds), calib_def["images"], calib_def["selection"], int(calib_def.get("seed", 0)))
-        calib_raw = [ds.read(i)[0] for i in idx]
-        calib_arrays = [ref.preprocess(img)[0] for img in calib_raw]
-        quant_calib = {"file": calib_def["file"], "split": calib_def["split"], "images": len(idx),
-                       "selection": calib_def["selection"], "seed": calib_def.get("seed", 0),
-                       "dataset": str(data)}
-        say(f"calibration: {len(idx)} {calib_def['split']} images from {data} ({calib_def['selection']})")
-    elif needs_calib:
-        from edgeseg.formats.base import INT8_NEEDS_DATA
-
-        raise ConfigError(INT8_NEEDS_DATA)
-
-    images, masks, image_source = None, None, None
-    if data is not None:
-        vds = _open(data, split, holdout)
-        if vds is not None and len(vds):
-            info.check_compatible(vds.info, f"dataset '{data}'")
-            pairs = [vds.read(i) for i in range(min(parity_images, len(vds)))]
-            images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-            image_source = f"{len(images)} '{split}' images of {data} (with masks: mIoU compared)"
-        elif calib_raw:
-            images = calib_raw[:parity_images]
-            image_source = f"{len(images)} calibration images of {data} (no '{split}' split)"
-        else:
-            tds = _open(data, calib_def["split"], holdout)
-            if tds is not None and len(tds):
-                images = [tds.read(i)[0] for i in range(min(parity_images, len(tds)))]
-                image_source = f"{len(images)} '{calib_def['split']}' images of {data} (no '{split}' split)"
-    if images is None:
-        images = synthetic_images(max(1, min(parity_images, 4)), size)
-        image_source = f"{len(images)} deterministic synthetic images (no --data given)"
-
-    # export in a temp folder beside out, then rename
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    holdout = holdout_of(plan.ckpt)  # a dataset without a val split: the images training held out
+    calib_arrays, calib_raw, calib_entry = calibrate(plan, data, calib_def, holdout, say)
+    images, masks, image_source = parity_inputs(plan, data, split, parity_images, holdout, calib_raw,
+                                                calib_def["split"])
     try:
-        from edgeseg.native_logs import captured
-
-        t0 = time.perf_counter()
-        with captured():  # the converters' native logs (absl, MLIR, torchao...) stay off the terminal
-            result = unit.export(export_model, info, input_size=size, precision=precision, out_dir=tmp,
-                                 profile=profile, calib=calib_arrays, qat=qat if uses_qat else None)
-        export_seconds = time.perf_counter() - t0
-        quant = None
-        if precision == "int8" or result.details.get("quantization"):
-            quant = dict(result.details.get("quantization") or {})
-            if quant_calib:
-                quant.setdefault("calibration", quant_calib)
-        manifest = make_manifest(model=model, info=info, profile=profile, precision=precision, input_size=size,
-                                 result=result, source=_source_entry(source, ckpt), quantization=quant,
-                                 compiler=result.details.get("compiler") or (
-                                     {"name": profile.compiler.get("name"), "command": profile.compiler.get("command"),
-                                      "ran": False, "report": None} if profile.compiler else None))
-        manifest["quantization"] = quant
-        manifest["export_seconds"] = round(export_seconds, 3)
-        tpu_check = result.details.get("edgetpu_check")
-        if tpu_check is not None and not tpu_check.get("ok"):
-            # The file still runs on a CPU, so this warns rather than fails the build.
-            say(f"warning: Edge TPU check: {tpu_check.get('summary')} (see edgetpu_check in manifest.json)")
-        write_manifest(tmp, manifest)
-
-        from edgeseg.formats.base import export_step
-
-        with export_step(f"parity run ({profile.runtime})"), captured():
-            parity = check_parity(tmp, model, info, size, profile, precision, images=images, masks=masks,
-                                  image_source=image_source, threads=threads,
-                                  reference=f"pytorch, the checkpoint's {'PT2E' if backend == 'pt2e' else 'NNCF'} "
-                                            f"fake-quantized int8 model" if qat else "pytorch fp32")
-        from edgeseg.train.checkpoint import atomic_write_text
-
-        atomic_write_text(tmp / "parity.json", json.dumps(parity, indent=2) + "\n")
-        if parity.get("execution"):
-            manifest["execution"] = parity["execution"]
-        manifest["parity"] = {k: parity.get(k) for k in ("ran", "reason", "runtime", "proxy", "reference", "agreement",
-                                                         "max_abs_logit_diff", "miou_reference", "miou_artifact",
-                                                         "miou_drop", "flags", "passed", "image_source") if k in parity}
-        manifest["parity"]["file"] = "parity.json"
-        manifest["build_seconds"] = round(time.perf_counter() - t_start, 3)
-        write_manifest(tmp, manifest)
-        if parity.get("ran") and not parity["passed"]:
-            if allow_drop:
-                say("parity FAILED but --allow-drop was given: " + "; ".join(parity["failures"]))
-            else:
-                raise BuildError(f"parity check failed for '{source}' on target '{profile.name}' ({precision}): "
-                                 + "; ".join(parity["failures"]) + ": retrain/calibrate better, try another "
-                                 "precision, or pass --allow-drop to keep the artifact anyway")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
-        # move into place (replacing an old folder only now that the new one is complete)
-        if out.exists() and force:
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:  # rename(2) onto a non-empty folder fails: a build that finished first is never replaced
-                os.rename(tmp, out)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                    raise
-                raise BuildError(f"output '{out}' was written by another build while this one ran: pass "
-                                 f"--force to replace it or choose another --out") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_folder(plan.out, replace=force, label="build") as folder:
+            manifest = export_artifact(plan, folder, calib_arrays, calib_entry, say)
+            parity = run_parity(plan, folder, manifest, images, masks, image_source, threads=threads,
+                                allow_drop=allow_drop, say=say)
+            manifest["build_seconds"] = round(time.perf_counter() - t_start, 3)
+            write_manifest(folder, manifest)
+    except FolderTaken:
+        raise BuildError(f"output '{plan.out}' was written by another build while this one ran: pass "
+                         f"--force to replace it or choose another --out") from None
     if proxy := parity.get("proxy"):
         say(f"note: {proxy}")
     if not parity.get("ran"):
@@ -532,8 +487,8 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     for flag in (parity.get("flags") or {}).get("reference") or []:
         say(f"warning: the source model is degenerate on the parity images ({flag}): parity only shows the "
             f"artifact matches it; train longer or check the labels (edgeseg data check)")
-    log.info("built %s", out)
-    return out
+    log.info("built %s", plan.out)
+    return plan.out
 
 
 def summarize(out: Path) -> dict:
@@ -548,5 +503,6 @@ def summarize(out: Path) -> dict:
             "execution": m.get("execution")}
 
 
-__all__ = ["build", "make_manifest", "write_manifest", "tool_versions", "check_parity", "load_calib_definition",
+__all__ = ["build", "plan_build", "BuildPlan", "calibrate", "parity_inputs", "export_artifact", "run_parity",
+           "make_manifest", "write_manifest", "check_parity", "load_calib_definition",
            "parse_size", "resolve_input_size", "summarize", "EdgesegError"]

@@ -8,7 +8,6 @@ import copy
 import os
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +77,61 @@ def _split_ignore(ignore) -> tuple[list[str], list[str]]:
     return names, patterns
 
 
+class _NNCFQuantizer:
+    """NNCF (OpenVINO, ONNX Runtime, TensorRT targets): checkpoints are saved at the training size."""
+
+    name = "nncf.quantize"
+    entry: dict = {}
+    head = None
+
+    def __init__(self, data, *, target, ignore_names, ignore_patterns, input_size, train_size, epochs, steps, lr,
+                 batch_size, loss, log):
+        self.d, self.input_size, self.saved_size = data, input_size, train_size
+        self.kw = dict(target=target, ignore_names=ignore_names, ignore_patterns=ignore_patterns)
+        self.train = dict(img_size=train_size, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, log=log,
+                          loss=loss)
+
+    def ptq(self, model):
+        from edgeseg.compress import quant
+
+        return quant.ptq(model, self.d.calibration(self.input_size), **self.kw)
+
+    def qat(self, model):
+        from edgeseg.compress import quant
+
+        return quant.qat(model, self.d, calib_size=self.input_size, **self.train, **self.kw)
+
+
+class _PT2EQuantizer(_NNCFQuantizer):
+    """litert-torch's PT2E quantizer (TFLite / the Edge TPU), so that the build converts these very
+    quantizers; the graph is saved at the static input size with the coral profile's head options."""
+
+    name = "PT2E, litert-torch quantizer"
+    entry = {"backend": "pt2e"}
+
+    def __init__(self, data, **kw):
+        from edgeseg.formats.litert import pt2e
+        from edgeseg.targets import load_target
+
+        super().__init__(data, **kw)
+        self.saved_size = self.input_size
+        self.head = pt2e.head_for_target(load_target("coral").extra)
+
+    def ptq(self, model):
+        from edgeseg.formats.litert import pt2e
+
+        return pt2e.ptq(model, self.d.calibration(self.input_size), input_size=self.input_size, head=self.head)
+
+    def qat(self, model):
+        from edgeseg.formats.litert import pt2e
+
+        return pt2e.qat(model, self.d, calib_size=self.input_size, head=self.head, **self.train)
+
+
+def _quantizer(pt2e: bool, data, **kw):
+    return (_PT2EQuantizer if pt2e else _NNCFQuantizer)(data, **kw)
+
+
 def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: float | None = None,
              prune: float | None = None, prune_mode: str = "structured", epochs: float = 1.0, steps: int = 0,
              lr: float | None = None, prune_epochs: float | None = None, prune_lr: float | None = None,
@@ -137,9 +191,6 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     x = torch.zeros(1, 3, *input_size)
     use_pt2e = target_preset(target).name == "edgetpu"
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    work = tmp / "_work"
     t_start = time.time()
     report = {"source": str(source), "model": ckpt["model"], "target": target_preset(target).__dict__,
               "run": {"data": str(data), "val_images": len(d.val_subset), "input_size": list(input_size),
@@ -152,7 +203,10 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                                  f"(shared), torch {torch.__version__}"},
               "variants": {}, "kept_in_fp32": [], "finetune": {}, "files": {}}
     V = report["variants"]
-    try:
+    from edgeseg.files import staged_folder
+
+    with staged_folder(out, replace=True, label="compress") as tmp:
+        work = tmp / "_work"
         common = dict(data=d, input_size=input_size, workdir=work, runs=runs, warmup=warmup, threads=threads)
         p_fp, macs_fp = count_params(model), count_macs(model, tuple(input_size))
         ref = evaluate(model, d)
@@ -176,39 +230,28 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 "why": (f"sensitivity search: PTQ drop {s['fp32_miou'] - s['int8_miou']:+.4f}; keeping these groups "
                         f"in fp32 recovered the most mIoU") if picked else
                        "sensitivity search: PTQ was within the bound or no group helped"})
-        kw = dict(target=target, ignore_names=names, ignore_patterns=patterns)
-        if use_pt2e:  # TFLite / Edge TPU: litert-torch's quantizer, so that the build converts these quantizers
-            from edgeseg.formats.litert import pt2e
-            from edgeseg.targets import load_target
+        qz = _quantizer(use_pt2e, d, target=target, ignore_names=names, ignore_patterns=patterns,
+                        input_size=input_size, train_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
+                        batch_size=batch_size, loss=ft_loss, log=log)
+        if use_pt2e:
+            report["quantizer"] = {"backend": "pt2e", "head_requested": qz.head, "note": target_preset(target).note}
 
-            head = pt2e.head_for_target(load_target("coral").extra)
-            qkw = dict(calib_size=input_size, head=head)
-            report["quantizer"] = {"backend": "pt2e", "head_requested": head, "note": target_preset(target).note}
-
-            def quantize_aware(m):
-                return pt2e.qat(m, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                                batch_size=batch_size, log=log, loss=ft_loss, **qkw)
-        else:
-            def quantize_aware(m):
-                return quant.qat(m, d, img_size=train_size, epochs=epochs, steps=steps, lr=qat_lr,
-                                 batch_size=batch_size, calib_size=input_size, log=log, loss=ft_loss, **kw)
-        backend = {"backend": "pt2e"} if use_pt2e else {}
-        if ptq:
-            if use_pt2e:
-                log("post-training quantization (PT2E, litert-torch quantizer)...")
-                q = pt2e.ptq(model, d.calibration(input_size), input_size=input_size, head=head)
-            else:
-                log("post-training quantization (nncf.quantize)...")
-                q = quant.ptq(model, d.calibration(input_size), **kw)
-            save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_ptq.pt",
-                            quantization={"method": "ptq", "target": target, **backend})
-            report["files"]["int8_ptq"] = "int8_ptq.pt"
+        def save_quantized(q, name, method, pruning=None, **extra):
+            entry = {"method": method, "target": target, **extra, **qz.entry}
+            save_compressed(q, info, qz.saved_size, tmp / f"{name}.pt", quantization=entry, pruning=pruning)
+            report["files"][name] = f"{name}.pt"
             if use_pt2e:
                 report["quantizer"]["head"] = q.head  # what was applied ("auto" resolved)
+
+        if ptq:
+            log(f"post-training quantization ({qz.name})...")
+            q = qz.ptq(model)
+            save_quantized(q, "int8_ptq", "ptq")
             V["int8_ptq"] = measure("int8_ptq", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if max_drop is not None:
             log(f"accuracy-controlled PTQ (max drop {max_drop})...")
-            ovq, det = ptq_accuracy_control(model, d, input_size, max_drop=max_drop, **kw)
+            ovq, det = ptq_accuracy_control(model, d, input_size, max_drop=max_drop, target=target,
+                                            ignore_names=names, ignore_patterns=patterns)
             from edgeseg.formats.openvino.quantize import save_ir
 
             (tmp / "int8_ptq_ac").mkdir()
@@ -221,13 +264,9 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                                        **common)
         if qat:
             log(f"quantization-aware training ({epochs} epoch(s){f', {steps} steps' if steps else ''})...")
-            q, rec = quantize_aware(model)
+            q, rec = qz.qat(model)
             report["finetune"]["int8_qat"] = rec
-            if use_pt2e:
-                report["quantizer"]["head"] = q.head  # what was applied ("auto" resolved)
-            save_compressed(q, info, input_size if use_pt2e else train_size, tmp / "int8_qat.pt",
-                            quantization={"method": "qat", "target": target, "finetune": rec, **backend})
-            report["files"]["int8_qat"] = "int8_qat.pt"
+            save_quantized(q, "int8_qat", "qat", finetune=rec)
             V["int8_qat"] = measure("int8_qat", torch_model=q, reference=ref, params=p_fp, macs=macs_fp, **common)
         if prune is not None:
             pm = copy.deepcopy(model)
@@ -245,12 +284,9 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 V["pruned"] = measure("pruned", torch_model=pm, reference=ref, **common)
                 if qat:
                     log("QAT of the pruned model...")
-                    pq, rec = quantize_aware(pm)
+                    pq, rec = qz.qat(pm)
                     report["finetune"]["pruned_int8_qat"] = rec
-                    save_compressed(pq, info, input_size if use_pt2e else train_size, tmp / "pruned_int8_qat.pt",
-                                    pruning=det, quantization={"method": "qat", "target": target, "finetune": rec,
-                                                               **backend})
-                    report["files"]["pruned_int8_qat"] = "pruned_int8_qat.pt"
+                    save_quantized(pq, "pruned_int8_qat", "qat", finetune=rec, pruning=det)
                     V["pruned_int8_qat"] = measure("pruned_int8_qat", torch_model=pq, reference=ref,
                                                    params=V["pruned"]["params"], macs=V["pruned"]["macs"], **common)
             else:
@@ -272,13 +308,6 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
         report["run"]["seconds"] = round(time.time() - t_start, 1)
         shutil.rmtree(work, ignore_errors=True)
         write_report(tmp, report)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["out"] = str(out)
     log(f"wrote {out}/report.md")
     return report

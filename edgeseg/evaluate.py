@@ -105,17 +105,13 @@ def write_json(result: dict, path) -> None:
 
 
 def _evaluate_per_image(model, info, dataset, checkpoint, data, split, mode, crf, infer_opts) -> dict:
-    from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.metrics import score
     from edgeseg.predict import segment_image
 
-    cm = ConfusionMatrix(info.num_classes, info.ignore_index)
     t0 = time.perf_counter()
-    from edgeseg.progress import track
-
-    for i in track(range(len(dataset)), f"eval {split} ({mode})"):
-        image, mask = dataset.read(i)
-        pred, _ = segment_image(model, info, image, mode=mode, crf=crf, **infer_opts)
-        cm.update(pred, mask)
+    cm = score((dataset.read(i) for i in range(len(dataset))),
+               lambda image: segment_image(model, info, image, mode=mode, crf=crf, **infer_opts)[0],
+               info.num_classes, info.ignore_index, label=f"eval {split} ({mode})", total=len(dataset))
     elapsed = time.perf_counter() - t0
     return {"checkpoint": str(checkpoint), "model": model.model_name, "data": str(data), "split": split,
             "images": len(dataset), "mode": mode, "crf": crf, **cm.summary(info.classes),

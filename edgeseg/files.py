@@ -6,11 +6,13 @@ The lowest layer: everything may use it, it uses only torch and edgeseg.errors.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -98,3 +100,42 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint '{path}' has format version {ckpt['version']}, newer than this edgeseg "
                               f"understands ({CHECKPOINT_VERSION}): upgrade edgeseg")
     return ckpt
+
+
+class FolderTaken(OSError):
+    """The output folder was written by someone else while a staged folder was being filled."""
+
+
+@contextlib.contextmanager
+def staged_folder(out, *, replace: bool = False, label: str = "tmp"):
+    """A temporary folder beside ``out`` to fill; it becomes ``out`` only when the block ends
+    without an error (anything raised, Ctrl-C included, removes it and leaves ``out`` as it was).
+
+    ``replace``: an existing ``out`` is swapped out only at that moment, so a failed run never
+    loses the old one. Without it, a non-empty ``out`` that appeared meanwhile raises
+    :class:`FolderTaken` (rename(2) onto a non-empty folder fails) and is never overwritten.
+    The folder gets the permissions a plain mkdir would (mkdtemp makes it private)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{label}-", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if out.exists() and replace:
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, out)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                raise FolderTaken(exc.errno, "written by another run meanwhile", str(out)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.errors import ConfigError, DataError, InputSizeError, ModelError
+from edgeseg.sizes import nearest_valid_size, valid_size
 
 __all__ = [
     "MODES",
@@ -69,21 +70,16 @@ def _eval_mode(model):
 
 def _divisor(model) -> tuple[int, int]:
     d = int(getattr(model, "size_divisor", 1) or 1)
-    lo = int(getattr(model, "min_size", 0) or 0) or d
-    return d, lo
+    return d, int(getattr(model, "min_size", 0) or 0)
 
 
 def _valid_size(model, size: int) -> int:
     """Smallest valid size >= ``size`` for one dimension."""
-    d, lo = _divisor(model)
-    return max(lo, -(-int(size) // d) * d)
+    return valid_size(size, *_divisor(model))
 
 
 def _nearest_valid(model, size: int) -> int:
-    d, lo = _divisor(model)
-    down = max(lo, (int(size) // d) * d)
-    up = _valid_size(model, size)
-    return down if size - down <= up - size else up
+    return nearest_valid_size(size, *_divisor(model))
 
 
 def _check_input(x) -> None:

@@ -231,6 +231,24 @@ class ConfusionMatrix:
         return f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, pixels={self.total})"
 
 
+def score(pairs, predict, num_classes: int, ignore_index: int, *, label: str | None = None,
+          total: int | None = None, on_prediction=None) -> ConfusionMatrix:
+    """The one evaluation loop: for each ``(input, mask)`` of ``pairs``, ``predict(input)`` gives a
+    class map, which is scored against ``mask`` (``on_prediction(pred, mask)`` sees each one).
+    A progress bar named ``label`` shows on a terminal. Every evaluation in edgeseg (training's
+    validation, eval, bench's accuracy, parity, compress's runtime scores) runs through it."""
+    from edgeseg.progress import track
+
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    for x, mask in (track(pairs, label, total) if label else pairs):
+        pred = predict(x)
+        if on_prediction is not None:
+            on_prediction(pred, mask)
+        if mask is not None:
+            cm.update(pred, mask)
+    return cm
+
+
 # ---------------------------------------------------------------------------
 # degenerate outputs
 # ---------------------------------------------------------------------------

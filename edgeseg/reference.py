@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseg.formats.predictor import FORMAT_VERSION, Predictor
+from edgeseg.formats.manifest import make_manifest
+from edgeseg.formats.predictor import Predictor
 
 
 def reference_manifest(model, info, input_size) -> dict:
-    h, w = (int(v) for v in input_size)
-    return {
-        "format_version": FORMAT_VERSION, "format": "pytorch", "runtime": "torch", "precision": "fp32",
-        "model": {"name": getattr(model, "model_name", type(model).__name__), "num_classes": int(model.num_classes),
-                  "kwargs": dict(getattr(model, "model_kwargs", {}))},
-        "classes": list(info.classes), "colors": [list(c) for c in info.colors],
-        "ignore_index": int(info.ignore_index), "mean": list(info.mean), "std": list(info.std),
-        "input": {"name": "input", "size": [h, w], "layout": "NCHW", "dtype": "float32", "quant": None, "fit": "pad"},
-        "output": {"name": "logits", "layout": "NCHW", "kind": "logits", "dtype": "float32", "quant": None,
-                   "size": [h, w]},
-        "files": {},
-    }
+    """The manifest of the in-memory model: the same pre/post-processing as every artifact."""
+    return make_manifest(model=model, info=info, profile=None, precision="fp32", input_size=input_size)
 
 
 class TorchPredictor(Predictor):

@@ -137,6 +137,7 @@ def test_single_class_model_is_flagged(work, tmp_path, capsys):
     assert "FLAG: single-class" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_matrix_plan_and_run(work, tmp_path, capsys):
     from edgeseg.formats.openvino.runtime import cpu_supports_bf16
     from edgeseg.targets import load_target, runtime_available

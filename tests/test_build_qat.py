@@ -19,6 +19,8 @@ from edgeseg.errors import ConfigError  # noqa: E402
 from edgeseg.formats.base import BuildError  # noqa: E402
 from edgeseg.models import create_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # PT2E / QAT / zoo builds: several seconds each
+
 SIZE = (64, 96)
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from edgeseg.cli.main import main
 
+pytestmark = pytest.mark.slow  # PT2E / QAT / zoo builds: several seconds each
+
 pytest.importorskip("openvino")
 
 # (target, precision, runtime the parity must run in)

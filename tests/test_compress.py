@@ -100,6 +100,7 @@ def test_unstructured_pruning_zeroes_weights():
     assert plain(x).shape == (1, 11, *SIZE)
 
 
+@pytest.mark.slow
 def test_accuracy_controlled_ptq_respects_bound(data):
     from edgeseg.formats.openvino.quantize import ov_summary, ptq_accuracy_control, to_openvino
 
@@ -167,6 +168,7 @@ def test_failure_mid_run_leaves_nothing(tmp_path, tiny_ckpt, tiny_camvid, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_prune_qat_report(tmp_path, tiny_ckpt, tiny_camvid):
     from edgeseg.cli.main import main
 
@@ -206,6 +208,7 @@ def test_ignored_scope_keeps_modules_in_fp32(data):
     assert pick_sensitive({**ranked, "int8_miou": 0.495}, 0.01) == []
 
 
+@pytest.mark.slow
 def test_cli_keeps_nncf_output_off_stdout_and_shows_its_own_bars(tmp_path, tiny_camvid):
     """stdout piped (it may carry data), stderr on a pseudo-terminal: NNCF's "Statistics collection"
     / "Fast Bias correction" bars and INFO lines reach neither; edgeseg's bars and next steps go to

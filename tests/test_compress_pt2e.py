@@ -17,6 +17,8 @@ from edgeseg.errors import ConfigError  # noqa: E402
 from edgeseg.models import create_model  # noqa: E402
 from edgeseg.train.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 
+pytestmark = pytest.mark.slow  # PT2E / QAT / zoo builds: several seconds each
+
 SIZE = (64, 96)
 
 

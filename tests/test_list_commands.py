@@ -66,6 +66,7 @@ def test_native_logs_are_captured_unless_verbose():
     assert "native noise" in loud.stderr and loud.stdout.strip() == "''"
 
 
+@pytest.mark.slow
 def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
     pytest.importorskip("litert_torch")
     data = make_camvid(tmp_path / "camvid", 2, 2, (64, 96))
@@ -80,6 +81,7 @@ def test_coral_build_keeps_the_converters_logs_off_the_terminal(tmp_path):
     assert noisy == [], noisy
 
 
+@pytest.mark.slow
 def test_long_commands_show_a_progress_bar_on_a_terminal_and_none_when_quiet(tmp_path):
     data = make_camvid(tmp_path / "camvid", 2, 24, (64, 96))
     ckpt = tiny_checkpoint(tmp_path / "t.pt")

@@ -63,6 +63,7 @@ def unet_int8(tmp_path_factory):
     return model, calib, test, out, build(model, calib, out)
 
 
+@pytest.mark.slow
 def test_full_int8_io_and_parity(unet_int8):
     model, calib, test, out, result = unet_int8
     d = result.details
@@ -214,6 +215,7 @@ def test_maxpool_zero_pad_needs_a_relu_before_it():
     assert rewrite.max_abs_diff(model, gm, xs) == 0.0
 
 
+@pytest.mark.slow
 def test_bisenetv1_full_int8_runs_without_broadcast_to_or_padv2(tmp_path):
     """BiSeNetV1's global-context expand used to convert to a BROADCAST_TO that LiteRT refuses
     at allocate_tensors, and its stem max-pool to PADV2 (not on the Edge TPU)."""

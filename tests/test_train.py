@@ -45,6 +45,7 @@ def small_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_overfit_reaches_high_miou(small_data, tmp_path):
     """End to end: a few images learnt nearly perfectly proves loss, loop and metrics agree."""
     cfg = quick_config(small_data, tmp_path / "run", epochs=30, steps_per_epoch=5, val_split="train", lr=1e-2,
@@ -94,6 +95,7 @@ def test_lr_schedule_shapes():
     assert lr_factor(50, 100, 0, "poly") == pytest.approx(0.5 ** 0.9)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(small_data, tmp_path):
     """torchrun with two CPU processes (gloo): both take part, rank 0 writes once."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

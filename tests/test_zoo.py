@@ -55,6 +55,7 @@ def test_shipped_weights_total_size():
     assert total <= 40 * 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_eval_reproduces_card_miou(name, camvid_root):
     card = zoo.get_card(name)
@@ -99,6 +100,7 @@ def test_publish_run_into_a_zoo(tiny_camvid, tmp_path, capsys):
         zoo.load_zoo_checkpoint("unet-tiny", zoo_dir)
 
 
+@pytest.mark.slow
 def test_publish_compressed_variant(tiny_camvid, tmp_path):
     pytest.importorskip("nncf")
     from edgeseg.compress_run import compress

@@ -57,16 +57,13 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
              images=None, crf: bool = False) -> dict:
     """Scores of ``predictor`` on ``ds`` (ConfusionMatrix.summary), the predicted-class histogram
     and the degenerate-output flags (edgeseg.metrics.output_flags)."""
-    from edgeseg.metrics import ConfusionMatrix, output_flags
-    from edgeseg.progress import track
+    from edgeseg.metrics import output_flags, score
 
-    cm = ConfusionMatrix(num_classes, ignore_index)
     hist = np.zeros(256, np.int64)
-    single = 0
-    crf_seconds = 0.0
+    counts = {"single": 0, "crf_seconds": 0.0}
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
-    for i in track(range(n), f"accuracy: {getattr(predictor, 'runtime', 'model')}"):
-        img, mask = images[i] if images is not None else ds.read(i)
+
+    def predict(img):
         if crf:
             from edgeseg.classical.crf import dense_crf
             from edgeseg.predict import CRF_SETTINGS
@@ -74,13 +71,18 @@ def evaluate(predictor, ds, num_classes: int, ignore_index: int, class_names, ma
             _, probs = predictor.predict(img, return_probs=True)
             t0 = time.perf_counter()
             pred = dense_crf(probs, img, **CRF_SETTINGS).argmax(0).astype(np.uint8)
-            crf_seconds += time.perf_counter() - t0
+            counts["crf_seconds"] += time.perf_counter() - t0
         else:
             pred = predictor.predict(img)
-        cm.update(np.minimum(pred, num_classes - 1) if pred.max(initial=0) >= num_classes else pred, mask)
         h = np.bincount(pred.ravel(), minlength=256)
-        hist += h[:256]
-        single += int(np.count_nonzero(h) <= 1)
+        hist[:] += h[:256]
+        counts["single"] += int(np.count_nonzero(h) <= 1)
+        return np.minimum(pred, num_classes - 1) if pred.max(initial=0) >= num_classes else pred
+
+    pairs = (images[i] if images is not None else ds.read(i) for i in range(n))
+    cm = score(pairs, predict, num_classes, ignore_index, label=f"accuracy: {getattr(predictor, 'runtime', 'model')}",
+               total=n)
+    single, crf_seconds = counts["single"], counts["crf_seconds"]
     s = cm.summary(class_names)
     s["images"] = n
     s["predicted_pixels_per_class"] = {str(class_names[c]) if c < num_classes else str(c): int(v)

@@ -62,6 +62,7 @@ import cv2
 import numpy as np
 from scipy import sparse
 
+from edgeseg.data.transforms import resize_hwc
 from edgeseg.errors import ConfigError, DataError, MissingDependencyError
 
 __all__ = ["dense_crf", "crf_refine_logits", "BACKENDS", "DEFAULTS"]
@@ -356,7 +357,7 @@ def dense_crf(probs: np.ndarray, image_rgb: np.ndarray, *, iterations: int = 5,
     f = int(downsample)
     if f > 1:
         sh, sw = max(1, round(h / f)), max(1, round(w / f))
-        hwc = resize_hwc(hwc, sw, sh, cv2.INTER_AREA)
+        hwc = resize_hwc(hwc, sh, sw, cv2.INTER_AREA)
         img = cv2.resize(image_rgb, (sw, sh), interpolation=cv2.INTER_AREA)
         sxy_g, sxy_b = sxy_g / f, sxy_b / f
     unary = -np.log(np.maximum(hwc, np.float32(min_prob)))
@@ -365,19 +366,10 @@ def dense_crf(probs: np.ndarray, image_rgb: np.ndarray, *, iterations: int = 5,
     else:
         q = _mean_field_pydensecrf(unary, img, int(iterations), sxy_g, w_g, sxy_b, s_rgb, w_b, mu)
     if f > 1:
-        q = resize_hwc(np.ascontiguousarray(q), w, h, cv2.INTER_LINEAR)
+        q = resize_hwc(np.ascontiguousarray(q), h, w, cv2.INTER_LINEAR)
         q = np.maximum(q, 0)
         q /= q.sum(axis=-1, keepdims=True)
     return np.ascontiguousarray(q.transpose(2, 0, 1), dtype=np.float32)
-
-
-def resize_hwc(a: np.ndarray, w: int, h: int, interp: int) -> np.ndarray:
-    c = a.shape[2]
-    # cv2.resize handles at most 4 channels at once on some builds: go in groups of 4
-    parts = [cv2.resize(np.ascontiguousarray(a[:, :, s:s + 4]), (w, h), interpolation=interp)
-             for s in range(0, c, 4)]
-    parts = [x[:, :, None] if x.ndim == 2 else x for x in parts]
-    return np.concatenate(parts, axis=2)
 
 
 def crf_refine_logits(logits, images, **crf_kwargs) -> np.ndarray:

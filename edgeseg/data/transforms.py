@@ -30,6 +30,16 @@ from edgeseg.errors import ConfigError, DataError
 
 MEAN_RGB_U8 = tuple(int(round(m * 255)) for m in IMAGENET_MEAN)  # (124, 116, 104)
 
+
+def resize_hwc(a: np.ndarray, h: int, w: int, interp) -> np.ndarray:
+    """cv2.resize for H x W x C arrays of any C (cv2 caps channels at 512)."""
+    if a.shape[0] == h and a.shape[1] == w:
+        return a
+    if a.ndim == 2 or a.shape[2] <= 512:
+        r = cv2.resize(a, (w, h), interpolation=interp)
+        return r if r.ndim == a.ndim else r[..., None]
+    return np.concatenate([resize_hwc(a[..., i:i + 512], h, w, interp) for i in range(0, a.shape[2], 512)], 2)
+
 __all__ = [
     "MEAN_RGB_U8",
     "JointTransform",

@@ -5,7 +5,7 @@ A format unit is one package ``edgeseg.formats.<name>`` whose ``__init__`` defin
 everything edgeseg knows about one runtime and the files it loads. Its ``export``::
 
     export(model, info, *, input_size: tuple[int, int], precision: str, out_dir: Path,
-           profile: TargetProfile, calib: list[np.ndarray] | None, qat: dict | None) -> ExportResult
+           profile: TargetProfile, calib: list[np.ndarray] | None, quantized: dict | None) -> ExportResult
 
 ``model`` is a SegmentationModel in eval mode on CPU in fp32 (or the checkpoint's quantized
 model, where the unit takes its quantization: :attr:`FormatUnit.quantized_checkpoints`);
@@ -182,7 +182,7 @@ class FormatUnit(Protocol):
         """Whether this machine can run ``precision`` (the runtime being here)."""
 
     def export(self, model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-               qat: dict | None = None) -> ExportResult:
+               quantized: dict | None = None) -> ExportResult:
         """Write the artifact's files into ``out_dir``."""
 
     def predictor_class(self) -> type:
@@ -231,9 +231,9 @@ class Unit:
     def precision_available(self, profile, precision: str) -> tuple[bool, str]:
         return True, ""
 
-    def export(self, model, info, *, input_size, precision, out_dir, profile, calib=None, qat=None) -> ExportResult:
+    def export(self, model, info, *, input_size, precision, out_dir, profile, calib=None, quantized=None) -> ExportResult:
         module = self._module(self.export_module)
-        kwargs = {"qat": qat} if qat is not None else {}
+        kwargs = {"quantized": quantized} if quantized is not None else {}
         return module.export(model, info, input_size=input_size, precision=precision, out_dir=out_dir,
                              profile=profile, calib=calib, **kwargs)
 

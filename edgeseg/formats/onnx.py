@@ -104,12 +104,12 @@ def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_ch
             "extra_options": {k: v for k, v in opts.items()}}
 
 
-def qat_summary(qat: dict) -> dict:
+def qat_summary(quantized: dict) -> dict:
     """The checkpoint's quantization entry for the manifest (without the bulky NNCF config)."""
-    return {k: v for k, v in (qat or {}).items() if k != "nncf_config"}
+    return {k: v for k, v in (quantized or {}).items() if k != "nncf_config"}
 
 
-def export_qat_qdq(model, input_size, dst: Path, *, opset: int, dynamic: bool, qat: dict) -> dict:
+def export_qat_qdq(model, input_size, dst: Path, *, opset: int, dynamic: bool, quantized: dict) -> dict:
     """``model`` holds NNCF quantizers (a QAT checkpoint): export them as Q/DQ pairs to ``dst``;
     returns the ``quantization`` manifest entry."""
     from edgeseg.compress.quant import set_export_mode
@@ -121,7 +121,7 @@ def export_qat_qdq(model, input_size, dst: Path, *, opset: int, dynamic: bool, q
     export_fp32(model, input_size, dst, opset=opset, dynamic=dynamic)
     ops = count_ops(dst)
     return {"method": "QAT checkpoint: NNCF quantizers exported as ONNX QuantizeLinear/DequantizeLinear",
-            "format": "QDQ", "quantizers": n, "calibration_images": 0, "checkpoint": qat_summary(qat),
+            "format": "QDQ", "quantizers": n, "calibration_images": 0, "checkpoint": qat_summary(quantized),
             "qdq_nodes": {"QuantizeLinear": ops.get("QuantizeLinear", 0),
                           "DequantizeLinear": ops.get("DequantizeLinear", 0)}}
 
@@ -144,17 +144,15 @@ def check_forbidden(path: Path, profile) -> None:
                          f"'{profile.name}' cannot run: choose a model without it or another target")
 
 
-#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
-USES_QAT = True
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           qat: dict | None = None) -> ExportResult:
+           quantized: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     opset = int(profile.opset or 17)
-    if qat:
+    if quantized:
         dst = out_dir / "model_int8.onnx"
-        qinfo = export_qat_qdq(model, input_size, dst, opset=opset, dynamic=profile.shape == "dynamic", qat=qat)
+        qinfo = export_qat_qdq(model, input_size, dst, opset=opset, dynamic=profile.shape == "dynamic", quantized=quantized)
         check_forbidden(dst, profile)
         return ExportResult(dst, [dst], precision, {"files": {"model": dst.name}, "opset": opset,
                                                      "quantization": qinfo})

@@ -16,67 +16,18 @@ does everything else from the manifest, identically for every runtime:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edgeseg.data.transforms import MEAN_RGB_U8
+from edgeseg.data.transforms import MEAN_RGB_U8, resize_hwc
+from edgeseg.formats.manifest import FORMAT_VERSION, MANIFEST, read_manifest  # noqa: F401 (re-exported)
 from edgeseg.errors import ConfigError, DataError, EdgesegError
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 _INT_DTYPES = ("int8", "uint8", "int16", "int32")
-
-
-def read_manifest(artifact_dir) -> dict:
-    """The parsed manifest.json of an artifact folder (ConfigError naming the file otherwise)."""
-    path = Path(artifact_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"'{artifact_dir}' is not an edgeseg artifact (no {MANIFEST}): "
-                          f"give a folder written by `edgeseg build`")
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"manifest '{path}' cannot be read ({exc}): rebuild the artifact") from exc
-    if not isinstance(m, dict):
-        raise ConfigError(f"manifest '{path}' is not a JSON object: rebuild the artifact with `edgeseg build`")
-    for key in ("runtime", "input", "output", "files", "mean", "std"):
-        if key not in m:
-            raise ConfigError(f"manifest '{path}' has no '{key}': rebuild the artifact with `edgeseg build`")
-    if int(m.get("format_version", 1)) > FORMAT_VERSION:
-        raise ConfigError(f"manifest '{path}' has format version {m['format_version']}, newer than this "
-                          f"edgeseg understands ({FORMAT_VERSION}): upgrade edgeseg")
-    _check_files(Path(artifact_dir), m, path)
-    size = (m["input"] or {}).get("size") if isinstance(m["input"], dict) else None
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 16384 for v in size)):
-        raise ConfigError(f"manifest '{path}': input.size must be two positive integers [H, W], got {size!r}: "
-                          f"rebuild the artifact with `edgeseg build`")
-    return m
-
-
-def _check_files(artifact_dir: Path, m: dict, path: Path) -> None:
-    """Every file the manifest names lies inside the artifact folder (no '..', no absolute
-    path, no link out of it) and exists: a manifest from elsewhere cannot make edgeseg read
-    another file."""
-    files = m["files"]
-    if not isinstance(files, dict) or "model" not in files:
-        raise ConfigError(f"manifest '{path}' has no files.model: rebuild the artifact with `edgeseg build`")
-    root = artifact_dir.resolve()
-    for key, name in files.items():
-        if not isinstance(name, str) or not name or Path(name).is_absolute():
-            raise ConfigError(f"manifest '{path}': files.{key} must be a file name inside the artifact folder, "
-                              f"got {name!r}")
-        target = (root / name).resolve()
-        if not target.is_relative_to(root):
-            raise ConfigError(f"manifest '{path}': files.{key} '{name}' points outside the artifact folder: "
-                              f"refusing to read it; rebuild the artifact with `edgeseg build`")
-        if not target.is_file() or target.stat().st_size == 0:
-            raise ConfigError(f"artifact '{artifact_dir}' is damaged: files.{key} '{name}' is missing or empty: "
-                              f"rebuild it with `edgeseg build`")
 
 
 def quantize(x: np.ndarray, quant: dict, dtype: str) -> np.ndarray:
@@ -87,16 +38,6 @@ def quantize(x: np.ndarray, quant: dict, dtype: str) -> np.ndarray:
 
 def dequantize(q: np.ndarray, quant: dict) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(quant["zero_point"])) * np.float32(quant["scale"])).astype(np.float32)
-
-
-def resize_hwc(a: np.ndarray, h: int, w: int, interp) -> np.ndarray:
-    """cv2.resize for H x W x C arrays of any C (cv2 caps channels at 512)."""
-    if a.shape[0] == h and a.shape[1] == w:
-        return a
-    if a.ndim == 2 or a.shape[2] <= 512:
-        r = cv2.resize(a, (w, h), interpolation=interp)
-        return r if r.ndim == a.ndim else r[..., None]
-    return np.concatenate([resize_hwc(a[..., i:i + 512], h, w, interp) for i in range(0, a.shape[2], 512)], 2)
 
 
 class ModelCall:
@@ -323,5 +264,5 @@ class Predictor:
         return f"{type(self).__name__}({self.artifact_dir}, size={self.input_size}, layout={self.input_layout})"
 
 
-__all__ = ["Predictor", "ModelCall", "read_manifest", "quantize", "dequantize", "resize_hwc", "MANIFEST",
+__all__ = ["Predictor", "ModelCall", "read_manifest", "quantize", "dequantize", "MANIFEST",
            "FORMAT_VERSION"]

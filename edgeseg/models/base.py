@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgeseg.errors import InputSizeError
+from edgeseg.sizes import nearest_valid_size, valid_size
 
 
 class SegmentationModel(nn.Module):
@@ -35,19 +36,14 @@ class SegmentationModel(nn.Module):
 
     def valid_size(self, size: int) -> int:
         """The nearest valid size at or above ``size`` for one dimension."""
-        d = self.size_divisor
-        return max(self.min_size or d, -(-size // d) * d)
+        return valid_size(size, self.size_divisor, self.min_size)
 
     def check_input_size(self, h: int, w: int) -> None:
         d = self.size_divisor
         lo = self.min_size or d
         if h % d == 0 and w % d == 0 and h >= lo and w >= lo:
             return
-        nearest = []
-        for s in (h, w):
-            down = max(lo, (s // d) * d)
-            up = self.valid_size(s)
-            nearest.append(down if s - down <= up - s else up)
+        nearest = [nearest_valid_size(s, d, self.min_size) for s in (h, w)]
         raise InputSizeError(
             f"{type(self).__name__} needs height and width divisible by {d} (at least {lo}); "
             f"got {h}x{w}: pad or resize to {nearest[0]}x{nearest[1]} "

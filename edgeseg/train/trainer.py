@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from edgeseg.sizes import parse_size  # noqa: F401 (edgeseg.train.parse_size)
 from edgeseg.errors import ConfigError, DataError
 from edgeseg.train import distributed as dist
 from edgeseg.train.checkpoint import (atomic_write_text, load_checkpoint, make_checkpoint,
@@ -119,22 +120,6 @@ def free_run_dir(base) -> str:
     return str(candidate)
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'360x480' -> (360, 480); '512' -> (512, 512)."""
-    if text is None or text == "":
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        nums = []
-    if len(nums) == 1:
-        nums = nums * 2
-    if len(nums) != 2 or min(nums) < 1:
-        raise ConfigError(f"image size '{text}' is not HxW (e.g. 384x480)")
-    return nums[0], nums[1]
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -200,15 +185,15 @@ def build_optimizer(model, cfg: TrainConfig):
 @torch.no_grad()
 def evaluate_model(model, loader, num_classes: int, ignore_index: int, device, amp: bool = False):
     """Confusion matrix of ``model`` over ``loader``, summed over DDP ranks."""
-    from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.metrics import score
 
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    for images, masks in loader:
-        images = images.to(device, non_blocking=True)
+
+    def predict(images):
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            logits = model(images)
-        cm.update(logits.argmax(1).cpu(), masks)
+            return model(images.to(device, non_blocking=True)).argmax(1).cpu()
+
+    cm = score(loader, predict, num_classes, ignore_index)
     total = dist.all_reduce_sum(torch.from_numpy(cm.matrix.copy()))
     cm.matrix[...] = total.numpy()
     return cm

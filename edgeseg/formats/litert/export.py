@@ -289,7 +289,7 @@ def io_details(path: Path) -> tuple[dict, dict]:
     return entry(inp), entry(out)
 
 
-def _quantized_graph(qmodel, qat: dict, *, low_res_output, fused_argmax: bool, input_size):
+def _quantized_graph(qmodel, quantized: dict, *, low_res_output, fused_argmax: bool, input_size):
     """The int8 graph of a checkpoint quantized by ``edgeseg compress --target edgetpu``
     (:class:`edgeseg.formats.litert.pt2e.PT2EModel`) and its output facts; no calibration."""
     from edgeseg.formats.litert import pt2e
@@ -314,20 +314,16 @@ def _quantized_graph(qmodel, qat: dict, *, low_res_output, fused_argmax: bool, i
     return module, quantizer, out_size
 
 
-#: build() passes the checkpoint's quantization entry (``qat=``) for PT2E checkpoints
-#: (``edgeseg compress --target edgetpu``): their quantizers are converted, no calibration.
-USES_QAT = True
-QAT_BACKEND = "pt2e"
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
            low_res_output: bool | str | None = None, fused_argmax: bool | None = None,
-           qat: dict | None = None) -> ExportResult:
+           quantized: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     if precision != "int8":
         raise BuildError(f"the tflite exporter builds full-integer int8 only, not '{precision}' "
                          f"(target '{profile.name}')")
-    if not qat:
+    if not quantized:
         require_calib(precision, calib)
     extra = profile.extra or {}
     low_res_output = low_res_mode(extra.get("low_res_output", False) if low_res_output is None else low_res_output)
@@ -337,9 +333,9 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
     rewrite_info: dict = {}
     kind = "classes" if fused_argmax else "logits"
 
-    if qat:
+    if quantized:
         with export_step("PT2E int8 graph of the quantized checkpoint (convert_pt2e)"):
-            gm, quantizer, out_size = _quantized_graph(model, qat, low_res_output=low_res_output,
+            gm, quantizer, out_size = _quantized_graph(model, quantized, low_res_output=low_res_output,
                                                        fused_argmax=fused_argmax, input_size=(h, w))
         example, n_calib = nchw_to_nhwc(np.zeros((1, 3, h, w), np.float32)), 0
     else:
@@ -380,14 +376,14 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         "head": {"low_res_output": tuple(out_size) != (h, w), "fused_argmax": fused_argmax,
                  "output_stride": [h // out_size[0], w // out_size[1]]},
         "quantization": {"method": "the checkpoint's PT2E quantizers (edgeseg compress --target edgetpu, "
-                                   f"{qat.get('method')}) + litert-torch" if qat else
+                                   f"{quantized.get('method')}) + litert-torch" if quantized else
                                    "PT2E static (torchao prepare_pt2e/convert_pt2e) + litert-torch",
                          "quantizer": "litert_torch PT2EQuantizer, get_symmetric_quantization_config("
-                                      f"is_per_channel={model.per_channel if qat else bool(extra.get('per_channel', True))}"
-                                      f"{', is_qat=True' if qat else ''})",
+                                      f"is_per_channel={model.per_channel if quantized else bool(extra.get('per_channel', True))}"
+                                      f"{', is_qat=True' if quantized else ''})",
                          "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
                          "calibration_images": n_calib, "full_integer": report["full_integer"],
-                         **({"checkpoint": {k: v for k, v in qat.items() if k != "float_shapes"}} if qat else {})},
+                         **({"checkpoint": {k: v for k, v in quantized.items() if k != "float_shapes"}} if quantized else {})},
         "export_rewrites": rewrite_info,
         "edgetpu_check": report,
         "compiler": compiler,

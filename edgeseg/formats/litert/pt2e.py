@@ -105,8 +105,9 @@ class PT2EModel(torch.nn.Module):
         return y[..., :h, :w]
 
     def valid_size(self, size: int) -> int:
-        d = self.size_divisor
-        return -(-int(size) // d) * d
+        from edgeseg.sizes import valid_size
+
+        return valid_size(size, self.size_divisor)
 
     def check_input_size(self, h: int, w: int) -> None:
         if (int(h), int(w)) != self.input_size:
@@ -277,17 +278,16 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
     import numpy as np
 
     from edgeseg.formats.litert.export import interpreter_class
-    from edgeseg.metrics import ConfusionMatrix
+    from edgeseg.metrics import score
     from edgeseg.native_logs import captured
-    from edgeseg.progress import track
-    from edgeseg.formats.predictor import resize_hwc, dequantize, quantize
+    from edgeseg.data.transforms import resize_hwc
+    from edgeseg.formats.predictor import dequantize, quantize
 
     with captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
         it = interpreter_class()(model_path=str(path), num_threads=int(threads))
         it.allocate_tensors()
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    for x, y in track(items, "val mIoU (litert)"):
+    def predict(x):
         a = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 2, 3, 1))
         scale, zp = inp["quantization"]
         if scale:
@@ -296,6 +296,8 @@ def tflite_summary(path, items, num_classes: int, ignore_index: int, classes=Non
         it.invoke()
         logits = dequantize(it.get_tensor(out["index"])[0], {"scale": out["quantization"][0],
                                                              "zero_point": out["quantization"][1]})
-        logits = resize_hwc(logits, *y.shape[-2:], cv2.INTER_LINEAR)  # a low-resolution head
-        cm.update(logits.argmax(-1)[None], y)
+        logits = resize_hwc(logits, *np.shape(x)[-2:], cv2.INTER_LINEAR)  # a low-resolution head
+        return logits.argmax(-1)[None]
+
+    cm = score(items, predict, num_classes, ignore_index, label="val mIoU (litert)")
     return cm.summary(classes)

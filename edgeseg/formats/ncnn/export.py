@@ -80,7 +80,7 @@ def convert(onnx_path: Path, input_size, precision: str, work: Path) -> tuple[Pa
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           qat: dict | None = None) -> ExportResult:
+           quantized: dict | None = None) -> ExportResult:
     if precision not in PRECISIONS:
         raise BuildError(f"the ncnn unit builds {', '.join(PRECISIONS)}, not '{precision}'")
     out_dir = Path(out_dir)

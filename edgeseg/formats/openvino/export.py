@@ -120,15 +120,13 @@ def try_compile(xml: Path, device: str) -> dict:
     return {"device": device, "present": True, "compiled": True, "available_devices": devices}
 
 
-#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
-USES_QAT = True
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           qat: dict | None = None) -> ExportResult:
+           quantized: dict | None = None) -> ExportResult:
     ov = _ov()
     out_dir = Path(out_dir)
-    if not qat:
+    if not quantized:
         require_calib(precision, calib)
     if precision not in ("fp32", "fp16", "bf16", "int8"):
         raise BuildError(f"the openvino exporter cannot build precision '{precision}' for target '{profile.name}'")
@@ -140,20 +138,20 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         check_bf16(what=f"--precision bf16 for target '{profile.name}'")
     h, w = (int(v) for v in input_size)
     xml = out_dir / "model.xml"
-    if qat:
+    if quantized:
         from edgeseg.compress.quant import set_export_mode
 
         set_export_mode(model, "fake_quantize")
     with export_step("OpenVINO conversion (convert_model)"):
         ov_model = convert(model, (h, w))
     quant = None
-    if qat:
+    if quantized:
         from edgeseg.formats.onnx import qat_summary
 
         # the QAT quantizers became FakeQuantize ops: nothing to calibrate
         quant = {"method": "QAT checkpoint: NNCF quantizers converted to OpenVINO FakeQuantize",
                  "fake_quantize_nodes": sum(1 for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"),
-                 "calibration_images": 0, "checkpoint": qat_summary(qat)}
+                 "calibration_images": 0, "checkpoint": qat_summary(quantized)}
     elif precision == "int8":
         default_preset = "performance" if device == "NPU" else "mixed"
         with export_step("NNCF post-training quantization"):

@@ -11,7 +11,8 @@ from edgeseg.compress.common import Data, padded_items
 from edgeseg.formats.base import median_latency
 from edgeseg.compress.nncf_setup import ignored_scope, nncf, nncf_args, target_preset
 from edgeseg.native_logs import captured
-from edgeseg.progress import Tracked, track
+from edgeseg.metrics import score
+from edgeseg.progress import Tracked
 
 
 def to_openvino(model, input_size):
@@ -21,28 +22,25 @@ def to_openvino(model, input_size):
         return convert(model.eval(), input_size)
 
 
-def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
-    from edgeseg.metrics import ConfusionMatrix
-
-    cm = ConfusionMatrix(num_classes, ignore_index)
+def _classes(compiled):
+    """An OpenVINO compiled model as a ``predict(x) -> class map`` for :func:`edgeseg.metrics.score`."""
     out = compiled.outputs[0]
-    for x, y in track(items, "validation (openvino)"):
-        logits = compiled(np.ascontiguousarray(x, dtype=np.float32))[out]
-        cm.update(np.asarray(logits).argmax(1), y)
+    return lambda x: np.asarray(compiled(np.ascontiguousarray(x, dtype=np.float32))[out]).argmax(1)
+
+
+def _ov_miou(compiled, items, num_classes: int, ignore_index: int) -> float:
+    cm = score(items, _classes(compiled), num_classes, ignore_index, label="validation (openvino)")
     return float(cm.summary()["miou"] or 0.0)
 
 
 def ov_summary(ov_model, data: Data, input_size) -> dict:
     """``ConfusionMatrix.summary`` of an OpenVINO model on the validation images (padded to ``input_size``)."""
-    from edgeseg.metrics import ConfusionMatrix
     from edgeseg.formats.openvino.runtime import compile_on_cpu
 
     with captured():
         compiled = compile_on_cpu(ov_model)
-    out = compiled.outputs[0]
-    cm = ConfusionMatrix(data.info.num_classes, data.info.ignore_index)
-    for x, y in track(padded_items(data, input_size), "val mIoU (openvino)"):
-        cm.update(np.asarray(compiled(x)[out]).argmax(1), y)
+    cm = score(padded_items(data, input_size), _classes(compiled), data.info.num_classes, data.info.ignore_index,
+               label="val mIoU (openvino)")
     return cm.summary(data.info.classes)
 
 

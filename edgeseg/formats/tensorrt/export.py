@@ -30,28 +30,26 @@ def trtexec_command(model_file: str, precision: str, engine: str = "model.engine
                                     out_dir=".").split())
 
 
-#: build() passes a QAT checkpoint's quantization entry (``qat=``) and skips calibration.
-USES_QAT = True
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           qat: dict | None = None) -> ExportResult:
+           quantized: dict | None = None) -> ExportResult:
     out_dir = Path(out_dir)
     if precision not in FLAGS:
         raise BuildError(f"the tensorrt exporter cannot build precision '{precision}'")
     opset = int(profile.opset or 17)
     details: dict = {"opset": opset}
-    if qat:
+    if quantized:
         from edgeseg.compress.quant import asymmetric_quantizers
 
         asym = asymmetric_quantizers(model)
         if asym:
             raise BuildError(f"TensorRT's explicit quantization needs symmetric int8 (zero point 0), but this QAT "
                              f"checkpoint has {len(asym)} asymmetric quantizers (compress target "
-                             f"'{qat.get('target')}'): re-run `edgeseg compress --qat --target jetson`")
+                             f"'{quantized.get('target')}'): re-run `edgeseg compress --qat --target jetson`")
         model_file = out_dir / "model_int8.onnx"
         details["quantization"] = {**onnx_export.export_qat_qdq(model, input_size, model_file, opset=opset,
-                                                                dynamic=False, qat=qat),
+                                                                dynamic=False, quantized=quantized),
                                    "explicit_quantization": True}
         onnx_export.check_forbidden(model_file, profile)
         return _finish(model_file, precision, profile, details)
