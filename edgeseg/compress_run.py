@@ -16,6 +16,27 @@ import torch
 from edgeseg.errors import CheckpointError, ConfigError, require
 
 
+def resolve_preset(target: str) -> str:
+    """``--target`` of compress: a preset name (edgeseg.compress.nncf_setup.TARGETS), or a build
+    target, whose format unit names the preset for its device (``compress_presets``)."""
+    from edgeseg.compress.nncf_setup import TARGETS
+    from edgeseg.formats import get_unit
+    from edgeseg.targets import list_targets, load_target
+
+    key = str(target).lower()
+    if key in TARGETS:
+        return key
+    if key in list_targets():
+        profile = load_target(key)
+        preset = get_unit(profile.runtime).compress_presets.get(str(profile.device or "").upper())
+        if preset:
+            return preset
+        raise ConfigError(f"target '{key}' takes no compressed checkpoint (its {profile.runtime} build has no "
+                          f"int8 from edgeseg compress): compress for another target, or build the fp32 checkpoint")
+    raise ConfigError(f"unknown compression target '{target}': use one of {', '.join(TARGETS)} or a build target "
+                      f"({', '.join(list_targets())})")
+
+
 def _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity):
     from edgeseg.compress.nncf_setup import target_preset
     from edgeseg.compress.prune import check_mode, check_ratio
@@ -158,6 +179,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     from edgeseg.formats.openvino.quantize import ptq_accuracy_control
     from edgeseg.models.profile import count_macs, count_params
 
+    target = resolve_preset(target)
     _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:

@@ -78,13 +78,8 @@ TARGETS: dict[str, TargetPreset] = {
 }
 
 
-#: Names of build targets accepted for the matching preset.
-ALIASES = {"coral": "edgetpu", "openvino-cpu": "cpu", "onnxruntime-cpu": "cpu", "openvino-npu": "npu"}
-
-
 def target_preset(name: str) -> TargetPreset:
     key = str(name).lower()
-    key = ALIASES.get(key, key)
     if key not in TARGETS:
         raise ConfigError(f"unknown compression target '{name}': use one of {', '.join(TARGETS)}")
     return TARGETS[key]
