@@ -33,7 +33,7 @@ LAYERS = [
     {"reference", "predict"},
     {"build", "evaluate", "doctor"},
     {"bench", "demo", "compress_report", "publish"},
-    {"compress_run"},
+    {"compress_run", "fit"},
     {"cli"},
     {"__main__"},
 ]

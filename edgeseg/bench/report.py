@@ -22,7 +22,7 @@ def _f(v, fmt="{:.2f}", none="–"):
 
 
 def _label(r: dict) -> str:
-    return f"{r.get('target')} {r.get('precision')}"
+    return r.get("label") or f"{r.get('target')} {r.get('precision')}"
 
 
 def _format_on_runtime(r: dict) -> str:
@@ -276,7 +276,7 @@ def _legend_width(items) -> float:
     return sum(16 + _text_w(label, 11) + 12 for label, _ in items) - 12
 
 
-def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
+def svg_accuracy_latency(results: list[dict], w=560, h=360, front: bool = False) -> str:
     """mIoU (y) against end-to-end p99 latency (x), one point per result; the budget region
     (p99 <= limit, mIoU >= min) shaded green; the fp32 reference mIoU dashed. Labels go where
     they overlap no other text and no point."""
@@ -306,6 +306,12 @@ def svg_accuracy_latency(results: list[dict], w=560, h=360) -> str:
                     f'stroke-dasharray="5 4"/>')
         body.append(lay.place(f"fp32 PyTorch {ref:.3f}", 11, [(right, ry - 4, "end"), (right, ry + 13, "end"),
                                                               (left, ry - 4, "start"), (left, ry + 13, "start")]))
+    if front:  # the Pareto front (results marked "front"), joined left to right
+        line = sorted((p for p, r in zip(xy, results) if r.get("front")), key=lambda p: p[0])
+        if len(line) > 1:
+            body.append('<polyline class="front" fill="none" stroke="#d62728" stroke-width="1.5" points="'
+                        + " ".join(f"{x:.1f},{y:.1f}" for x, y in line) + '"/>')
+        body.append(lay.text(sx(xhi) - 4, sy(yhi) + 14, "Pareto front", 11, "end", 'fill="#d62728"'))
     for i, ((cx, cy), (_, y, lab)) in enumerate(zip(xy, pts)):
         c = COLORS[i % len(COLORS)]
         body.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{c}" stroke="#000"/>')

@@ -27,6 +27,7 @@ def _register_commands():
     from edgeseg.cli import data as data_cli
     from edgeseg.cli import demo as demo_cli
     from edgeseg.cli import doctor as doctor_cli
+    from edgeseg.cli import fit as fit_cli
     from edgeseg.cli import models as models_cli
     from edgeseg.cli import segment as segment_cli
     from edgeseg.cli import train as train_cli
@@ -41,6 +42,7 @@ def _register_commands():
     bench_cli.register(app)
     demo_cli.register(app)
     compress_cli.register(app)
+    fit_cli.register(app)
     doctor_cli.register(app)
 
 
