@@ -21,7 +21,7 @@ def model_size_mb(artifact_dir, manifest: dict) -> tuple[float, list[str]]:
     return sum(p.stat().st_size for p in paths if p.is_file()) / 1e6, names
 
 
-def _latency_image(manifest: dict, data, split: str):
+def latency_image(manifest: dict, data, split: str):
     """(encoded PNG bytes, where it came from): the first image of --data, else a synthetic one
     of the model's input size (so padding is not benchmarked as zeros)."""
     from edgeseg.bench.latency import encode_image
@@ -73,7 +73,7 @@ def bench_artifact(artifact, *, data=None, split: str = "val", runs: int = 100, 
     budget = resolve_budget(manifest.get("target"), p99_ms=budget_p99_ms, memory_mb=budget_memory_mb,
                             min_miou=min_miou)
     size_mb, size_files = model_size_mb(artifact, manifest)
-    encoded, image_source = _latency_image(manifest, data, split)  # checks --data's classes early
+    encoded, image_source = latency_image(manifest, data, split)  # checks --data's classes early
 
     pred = load_predictor(artifact, threads=threads)
     execution = pred.execution()

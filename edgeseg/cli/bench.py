@@ -47,6 +47,24 @@ def _print_result(r: dict) -> None:
         con.print(f"warning: {w}", highlight=False)
 
 
+def _print_remote(r: dict) -> None:
+    m, lat = r["machine"] or {}, r["latency_ms"]
+    typer.echo(f"{r.get('model')} on {r.get('target')} ({r.get('format')}, {r.get('precision')}), input "
+               f"{r['input_size'][0]}x{r['input_size'][1]}, on {r['remote']['host']}: {m.get('cpu')} "
+               f"({m.get('arch')}, {m.get('logical_cores')} cores), threads {m.get('threads') or 'default'}, "
+               f"load {m.get('load_average')}")
+    typer.echo("model only (ms): " + ", ".join(f"{k} {lat[k]:.2f}" for k in ("p50", "p90", "p99", "mean", "min", "max"))
+               + f" ({lat['n']} runs: {r['method']['model_only']})")
+    mem = f"{r['peak_memory_mb']:.1f} MB" if r.get("peak_memory_mb") is not None else "not measured"
+    typer.echo(f"peak memory on the device {mem}; size {r['size_mb']:.3f} MB; runtimes "
+               + ", ".join(f"{k} {v}" for k, v in (r.get("runtime_versions") or {}).items()))
+    if r.get("miou") is not None:
+        typer.echo(f"mIoU {r['miou']:.4f}, pixel accuracy {r['pixel_accuracy']:.4f} on {r['images']} images "
+                   f"(predicted on the device)")
+    typer.echo(f"the device's folder {r['remote']['folder']} "
+               + ("was removed" if r["remote"]["removed"] else "could NOT be removed: remove it by hand"))
+
+
 def _print_budget(b: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -119,6 +137,15 @@ def bench_cmd(
     matrix: Annotated[bool, typer.Option("--matrix", help="Build and bench every target/precision runnable here.")] = False,
     targets: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated targets, each optionally NAME:PREC[+PREC] (default: all).")] = None,
     precisions: Annotated[Optional[str], typer.Option(help="With --matrix: comma-separated precisions (default: all).")] = None,
+    remote: Annotated[Optional[str], typer.Option(
+        "--remote", help="Run on this device over ssh: a Host of your ssh config, or user@host[:port].")] = None,
+    remote_python: Annotated[str, typer.Option("--remote-python", help="Python on the device (with numpy and the "
+                                                                      "runtime).")] = "python3",
+    remote_timeout: Annotated[float, typer.Option("--remote-timeout", help="Seconds the device may take.")] = 600,
+    ssh_config: Annotated[Optional[Path], typer.Option("--ssh-config", help="ssh config file (default: ssh's own, "
+                                                                           "~/.ssh/config).")] = None,
+    devices: Annotated[Optional[Path], typer.Option("--devices", help="With --matrix: a devices.yaml; bench every "
+                                                                     "device's targets on it, in parallel.")] = None,
 ):
     """Latency, throughput, memory, size and accuracy of an artifact; exit 3 when a budget fails."""
     from edgeseg.bench.budget import EXIT_BUDGET, resolve_budget
@@ -134,6 +161,31 @@ def bench_cmd(
               budget_memory_mb=budget_memory_mb, min_miou=min_miou, memory_runs=memory_runs, max_images=max_images)
     if crf:
         kw["crf"] = True
+    if devices is not None and not matrix:
+        raise ConfigError("--devices goes with --matrix: edgeseg bench --matrix --devices devices.yaml")
+    if matrix and devices is not None:
+        from edgeseg.bench.remote import fleet_html, fleet_markdown, load_devices, run_fleet
+        from edgeseg.files import atomic_write_text
+
+        fleet = load_devices(devices)
+        source = resolve_source(model)
+        rows = run_fleet(source, fleet, data=data, split=split, runs=runs, warmup=warmup, max_images=max_images,
+                         timeout=remote_timeout, say=lambda s: typer.echo(s, err=True))
+        typer.echo(fleet_markdown(rows))
+        if json_out is not None:
+            import json
+
+            atomic_write_text(json_out, json.dumps({"devices": rows}, indent=1, default=str) + "\n")
+            typer.echo(f"wrote {json_out}")
+        if html_out is not None:
+            atomic_write_text(html_out, fleet_html(rows))
+            typer.echo(f"wrote {html_out}")
+        if not any(r.get("result") for r in rows):
+            raise ConfigError("no device could be benched: " + "; ".join(f"{r['device']} {r['target']}: {r['budget']}"
+                                                                       for r in rows))
+        if any(r.get("result") is None or not r["result"]["budget"]["passed"] for r in rows):
+            raise typer.Exit(EXIT_BUDGET)
+        return
     if matrix:
         from edgeseg.bench.matrix import run_matrix
 
@@ -159,6 +211,25 @@ def bench_cmd(
         return
     if artifact_or_target is None:
         raise ConfigError("give ARTIFACT_OR_TARGET (an artifact folder or a target name) or --matrix")
+    if remote:
+        from edgeseg.bench.remote import bench_remote
+
+        if crf:
+            raise ConfigError("--crf is not available with --remote: the CRF needs the probabilities, which stay "
+                              "on the device")
+        r = bench_remote(artifact_or_target, remote, data=data, split=split, runs=runs, warmup=warmup,
+                         threads=threads, max_images=max_images, python=remote_python, ssh_config=ssh_config,
+                         timeout=remote_timeout, budget_p99_ms=budget_p99_ms, budget_memory_mb=budget_memory_mb,
+                         min_miou=min_miou, say=lambda s: typer.echo(s, err=True))
+        _print_remote(r)
+        if json_out is not None:
+            from edgeseg.bench.report import write_json
+
+            typer.echo(f"wrote {write_json(r, json_out)}")
+        _print_budget(r["budget"])
+        if not r["budget"]["passed"]:
+            raise typer.Exit(EXIT_BUDGET)
+        return
     report: list[str] = []
     r = bench(artifact_or_target, model=model, precision=precision, data=data, split=split, report=report, **kw)
     for line in report:

@@ -196,6 +196,9 @@ class FormatUnit(Protocol):
         """What the runtime sees on this machine, for `edgeseg doctor`: at least ``summary``
         (one line); ``device_seen: False`` where it runs but not on the profile's device."""
 
+    def runner_script(self) -> str:
+        """The self-contained script (numpy + the runtime only) a remote bench runs on the device."""
+
 
 class Unit:
     """Defaults for a :class:`FormatUnit`: a unit subclasses this and sets what differs."""
@@ -212,6 +215,8 @@ class Unit:
     #: the modules holding ``export`` and ``PREDICTOR``, relative to the unit's package
     export_module = ".export"
     runtime_module = ".runtime"
+    #: the self-contained plain-runtime half a remote bench runs on the device (None: none yet)
+    plain_module: str | None = ".plain"
 
     def _module(self, relative: str):
         return importlib.import_module(relative, type(self).__module__)
@@ -242,6 +247,22 @@ class Unit:
 
     def parity_proxy(self, profile, reason: str, model_file: str) -> ParityProxy | str | None:
         return None
+
+    def runner_script(self) -> str:
+        """The one file a remote bench copies to the device: edgeseg.formats.runner_core, then
+        this unit's plain-runtime module, then the call of ``main()``."""
+        from pathlib import Path
+
+        from edgeseg.errors import ConfigError
+
+        if not self.plain_module:
+            raise ConfigError(f"a remote bench of {self.name} artifacts is not available yet: bench on the "
+                              f"device itself with edgeseg installed there")
+        core = importlib.import_module("edgeseg.formats.runner_core")
+        plain = self._module(self.plain_module)
+        return (Path(core.__file__).read_text(encoding="utf-8") + "\n\n# ---- " + plain.__name__ + "\n"
+                + Path(plain.__file__).read_text(encoding="utf-8")
+                + "\n\nif __name__ == \"__main__\":\n    sys.exit(main())\n")
 
     def probe(self) -> dict:
         from edgeseg.machine import package_version

@@ -18,21 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
+from edgeseg.formats.openvino.plain import CPU_INFERENCE_PRECISION, compile_config, inference_precision  # noqa: F401
 from edgeseg.formats.predictor import ModelCall, Predictor
-
-#: The CPU plugin's INFERENCE_PRECISION_HINT for each artifact precision. fp16 IRs hold fp16
-#: weights that the CPU computes in f32; int8 IRs run their quantized ops in int8 whatever the
-#: hint, and the rest in f32 (bf16 there was a few per cent faster for ENet on an AMX CPU,
-#: tools/bench_cpu_precision.py: not worth results that differ from one CPU to the next).
-CPU_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-def inference_precision(manifest: dict) -> str | None:
-    """The CPU inference precision an artifact asks for: the manifest's
-    ``openvino.inference_precision`` (written by the build), else from its precision."""
-    recorded = (manifest.get("openvino") or {}).get("inference_precision")
-    return str(recorded) if recorded else CPU_INFERENCE_PRECISION.get(str(manifest.get("precision", "fp32")))
-
 
 def cpu_supports_bf16(core=None) -> bool:
     """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities."""
@@ -50,19 +37,6 @@ def check_bf16(core=None, what: str = "a bf16 model") -> None:
 
         raise ConfigError(f"{what} needs a CPU with bf16 support (AMX or AVX-512 BF16), and this one "
                           f"({cpu_model()}) has none: use --precision fp32 or int8 here, or run on such a CPU")
-
-
-def compile_config(manifest: dict, device: str, *, threads=None, performance_hint: str | None = None) -> dict:
-    """compile_model properties for an artifact on ``device``."""
-    hint = performance_hint or (manifest.get("openvino") or {}).get("performance_hint", "LATENCY")
-    config = {"PERFORMANCE_HINT": str(hint)}
-    if device == "CPU":
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        precision = inference_precision(manifest)
-        if precision:
-            config["INFERENCE_PRECISION_HINT"] = precision
-    return config
 
 
 def compile_on_cpu(model, precision: str = "fp32", *, core=None, **properties):

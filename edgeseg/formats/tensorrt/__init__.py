@@ -16,6 +16,7 @@ class TensorRTUnit(Unit):
     quantized_checkpoints = ("nncf",)
     distributions = ("tensorrt",)
     compress_presets = {"GPU": "jetson"}
+    plain_module = None  # a plain TensorRT runner needs CUDA buffers on the device: not written yet
 
     def available(self, profile) -> tuple[bool, str]:
         if self.missing(self.runtime_modules):

@@ -1,0 +1,223 @@
+"""edgeseg bench --remote against a real sshd on 127.0.0.1 (throwaway keys) whose "device"
+Python has only numpy and the runtime: the report matches a local bench, nothing is left on the
+device, and every failure (unknown host, refused key, unknown host key, missing runtime,
+missing Python, timeout) is one line with a non-zero exit. CI installs openssh-server."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_camvid, tiny_checkpoint
+
+from edgeseg.build import build
+from edgeseg.cli.main import main
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+H, W = 64, 96
+FAST = ["--runs", "20", "--warmup", "3", "--threads", "1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _device_python(root: Path, modules) -> Path:
+    """A venv without pip whose site-packages hold links to ``modules`` only (numpy, the runtime)."""
+    env = root / "device-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next((env / "lib").glob("python3*/site-packages"))
+    here = Path(__import__("numpy").__file__).parents[1]
+    for m in modules:
+        if (here / m).exists():
+            (site / m).symlink_to(here / m)
+    return env / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    root = tmp_path_factory.mktemp("device")
+    for key in ("host_key", "user_key", "other_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
+    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+    port = _free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n"
+        f"StrictModes no\nPermitRootLogin yes\nPidFile {root}/sshd.pid\nLogLevel ERROR\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.skip(f"sshd did not start: {proc.stderr.read().decode()[-300:]}")
+    host_pub = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (root / "empty_known_hosts").write_text("")
+    user = getpass.getuser()
+    common = f"  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentitiesOnly yes\n"
+    (root / "ssh_config").write_text(
+        f"Host loopback\n{common}  IdentityFile {root}/user_key\n  UserKnownHostsFile {root}/known_hosts\n"
+        f"Host stranger\n{common}  IdentityFile {root}/user_key\n  UserKnownHostsFile {root}/empty_known_hosts\n"
+        f"  StrictHostKeyChecking yes\n"
+        f"Host nokey\n{common}  IdentityFile {root}/other_key\n  UserKnownHostsFile {root}/known_hosts\n"
+        f"Host nobody-home\n  HostName 127.0.0.1\n  Port {_free_port()}\n  User {user}\n")
+    python = _device_python(root, ["numpy", "numpy.libs", "onnxruntime"])
+    bare = _device_python(root / "bare", ["numpy", "numpy.libs"]) if (root / "bare").mkdir() is None else None
+    yield {"root": root, "config": root / "ssh_config", "python": str(python), "bare": str(bare)}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote-art")
+    data = make_camvid(root / "camvid", 4, 6, (H, W))
+    ckpt = tiny_checkpoint(root / "t.pt", (H, W))
+    return build(ckpt, "onnxruntime-cpu", out=root / "art", parity_images=2), data
+
+
+def remote_bench(device, art, host="loopback", *extra, python=None):
+    artifact, data = art
+    return main(["bench", str(artifact), "--remote", host, "--ssh-config", str(device["config"]),
+                 "--remote-python", python or device["python"], *FAST, *map(str, extra)])
+
+
+def _left_on_device() -> list[str]:
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    return sorted(p.name for p in tmp.glob("edgeseg-bench.*"))
+
+
+def test_the_device_python_has_no_edgeseg_and_no_torch(device):
+    for module in ("edgeseg", "torch"):
+        r = subprocess.run([device["python"], "-c", f"import {module}"], capture_output=True, cwd=device["root"])
+        assert r.returncode != 0
+    assert subprocess.run([device["python"], "-c", "import numpy, onnxruntime"]).returncode == 0
+
+
+def test_remote_report_matches_a_local_bench_and_leaves_nothing(device, art, tmp_path, capsys):
+    before = _left_on_device()
+    js = tmp_path / "remote.json"
+    artifact, data = art
+    assert remote_bench(device, art, "loopback", "--data", data, "--json", js) == 0
+    r = json.loads(js.read_text())
+    assert r["remote"]["host"] == "loopback" and r["remote"]["removed"]
+    assert _left_on_device() == before
+    assert r["latency_ms"]["n"] == 20 and r["method"]["model_only"] == "onnxruntime InferenceSession.run()"
+    assert r["runtime_versions"]["onnxruntime"] and r["machine"]["cpu"] and r["peak_memory_mb"] > 0
+    local = tmp_path / "local.json"
+    assert main(["bench", str(artifact), "--data", str(data), *FAST, "--memory-runs", "0",
+                 "--json", str(local)]) in (0, 3)
+    lo = json.loads(local.read_text())
+    assert abs(r["miou"] - lo["miou"]) < 1e-9  # the same class maps, predicted on the device
+    # within the noise of a local bench on the same machine: the same order, not 10x off
+    a, b = r["latency_ms"]["p50"], lo["latency_ms"]["p50"]
+    assert max(a, b) / min(a, b) < 3 or abs(a - b) < 1.0, (a, b)
+    out = capsys.readouterr().out
+    assert "on loopback" in out and "was removed" in out
+
+
+@pytest.mark.parametrize("host, words", [
+    ("no-such-host.invalid", "host name is unknown"),
+    ("nobody-home", "cannot reach 'nobody-home'"),
+    ("nokey", "refused the login"),
+    ("stranger", "could not verify the device's host key"),
+])
+def test_connection_failures_are_one_line(device, art, capsys, host, words):
+    before = _left_on_device()
+    assert remote_bench(device, art, host) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    assert _left_on_device() == before
+
+
+def test_a_device_without_the_runtime_says_so_and_is_cleaned(device, art, capsys):
+    before = _left_on_device()
+    assert remote_bench(device, art, "loopback", python=device["bare"]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+    assert len(err) == 1 and "has no onnxruntime" in err[0] and "install the runtime there" in err[0], err
+    assert _left_on_device() == before
+
+
+def test_a_missing_python_and_a_timeout_are_one_line(device, art, capsys):
+    before = _left_on_device()
+    assert remote_bench(device, art, "loopback", python="/nonexistent/python3") == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+    assert len(err) == 1 and "--remote-python" in err[0], err
+    assert remote_bench(device, art, "loopback", "--remote-timeout", "0.5", "--runs", "100000") == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+    assert len(err) == 1 and "did not finish" in err[0], err
+    time.sleep(0.5)
+    assert _left_on_device() == before
+
+
+def test_a_device_fleet_runs_in_parallel_into_one_table(device, art, tmp_path, capsys):
+    artifact, data = art
+    ckpt = Path(artifact).parent / "t.pt"
+    fleet = tmp_path / "devices.yaml"
+    fleet.write_text(f"devices:\n"
+                     f"  - name: pi-one\n    host: loopback\n    targets: [onnxruntime-cpu]\n"
+                     f"    python: {device['python']}\n    ssh_config: {device['config']}\n    threads: 1\n"
+                     f"    budget: {{p99_ms: 10000, memory_mb: 100000}}\n"
+                     f"  - name: pi-two\n    host: loopback\n    targets: [onnxruntime-cpu]\n"
+                     f"    python: {device['python']}\n    ssh_config: {device['config']}\n    threads: 1\n"
+                     f"    budget: {{p99_ms: 10000, memory_mb: 100000}}\n")
+    js, page = tmp_path / "fleet.json", tmp_path / "fleet.html"
+    assert main(["bench", "--matrix", "--devices", str(fleet), "--model", str(ckpt), "--data", str(data),
+                 "--runs", "5", "--warmup", "1", "--json", str(js), "--html", str(page)]) == 0
+    rows = json.loads(js.read_text())["devices"]
+    assert [(r["device"], r["target"], r["budget"]) for r in rows] == [("pi-one", "onnxruntime-cpu", "pass"),
+                                                                        ("pi-two", "onnxruntime-cpu", "pass")]
+    assert rows[0]["result"]["miou"] == rows[1]["result"]["miou"]
+    out = capsys.readouterr().out
+    assert "| device | target | precision |" in out and "| pi-two | onnxruntime-cpu |" in out
+    assert "pi-one" in page.read_text()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("- {name: a}\n", "needs a name and a host"),
+    ("- {name: a, host: h, targets: [warp-drive]}\n", "unknown target 'warp-drive'"),
+    ("- {name: a, host: h, targets: [onnxruntime-cpu], colour: red}\n", "unknown key(s) colour"),
+    ("devices: [\n", "cannot be read"),
+])
+def test_a_bad_devices_file_is_one_line(tmp_path, capsys, text, words):
+    fleet = tmp_path / "devices.yaml"
+    fleet.write_text(text)
+    assert main(["bench", "--matrix", "--devices", str(fleet)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
+def test_every_runner_is_self_contained():
+    """Each unit's runner script imports only the standard library, numpy and its runtime."""
+    import ast
+
+    from edgeseg.formats import get_unit, unit_names
+
+    allowed = {"json", "os", "platform", "sys", "time", "numpy"}
+    for name in unit_names():
+        unit = get_unit(name)
+        if not unit.plain_module:
+            continue
+        tree = ast.parse(unit.runner_script())
+        imported = {(a.name if isinstance(n, ast.Import) else n.module).split(".")[0]
+                    for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                    for a in (n.names if isinstance(n, ast.Import) else [n])}
+        extra = imported - allowed - set(unit.runtime_modules) - {"onnxruntime", "openvino", "ncnn"}
+        assert not extra and "edgeseg" not in imported and "torch" not in imported, (name, imported)
