@@ -590,8 +590,9 @@ def svg_front(result: dict) -> str:
     if not scored:
         return "<p>No candidate was scored: nothing to plot.</p>"
     limits = {"p99_ms": result["budget"]["p99_ms"], "min_miou": result["budget"]["min_miou"]}
-    pts = [{"label": c["label"], "end_to_end_ms": {"p99": c["p99_ms"]}, "miou": c["miou"],
-            "budget": {"limits": limits}, "front": c["key"] in result["front"]} for c in scored]
+    front = set(result["front"])  # only the front is labelled: the rest would crowd it
+    pts = [{"label": c["label"] if c["key"] in front else "", "end_to_end_ms": {"p99": c["p99_ms"]}, "miou": c["miou"],
+            "budget": {"limits": limits}, "front": c["key"] in front} for c in scored]
     return svg_accuracy_latency(pts, w=720, h=420, front=True)
 
 

@@ -5,11 +5,9 @@ missing Python, timeout) is one line with a non-zero exit. CI installs openssh-s
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,22 +24,8 @@ H, W = 64, 96
 FAST = ["--runs", "20", "--warmup", "3", "--threads", "1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _device_python(root: Path, modules) -> Path:
-    """A venv without pip whose site-packages hold links to ``modules`` only (numpy, the runtime)."""
-    env = root / "device-env"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    site = next((env / "lib").glob("python3*/site-packages"))
-    here = Path(__import__("numpy").__file__).parents[1]
-    for m in modules:
-        if (here / m).exists():
-            (site / m).symlink_to(here / m)
-    return env / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import loopback_device  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,40 +33,13 @@ def device(tmp_path_factory):
     if not os.path.exists(SSHD):
         pytest.skip("sshd is not installed (apt-get install openssh-server)")
     root = tmp_path_factory.mktemp("device")
-    for key in ("host_key", "user_key", "other_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
-    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
-    port = _free_port()
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n"
-        f"StrictModes no\nPermitRootLogin yes\nPidFile {root}/sshd.pid\nLogLevel ERROR\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.skip(f"sshd did not start: {proc.stderr.read().decode()[-300:]}")
-    host_pub = (root / "host_key.pub").read_text().split()
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    (root / "empty_known_hosts").write_text("")
-    user = getpass.getuser()
-    common = f"  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentitiesOnly yes\n"
-    (root / "ssh_config").write_text(
-        f"Host loopback\n{common}  IdentityFile {root}/user_key\n  UserKnownHostsFile {root}/known_hosts\n"
-        f"Host stranger\n{common}  IdentityFile {root}/user_key\n  UserKnownHostsFile {root}/empty_known_hosts\n"
-        f"  StrictHostKeyChecking yes\n"
-        f"Host nokey\n{common}  IdentityFile {root}/other_key\n  UserKnownHostsFile {root}/known_hosts\n"
-        f"Host nobody-home\n  HostName 127.0.0.1\n  Port {_free_port()}\n  User {user}\n")
-    python = _device_python(root, ["numpy", "numpy.libs", "onnxruntime"])
-    bare = _device_python(root / "bare", ["numpy", "numpy.libs"]) if (root / "bare").mkdir() is None else None
-    yield {"root": root, "config": root / "ssh_config", "python": str(python), "bare": str(bare)}
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        dev = loopback_device.start(root)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    bare = loopback_device.device_python(root / "bare-env", ["numpy", "numpy.libs"])
+    yield {**dev, "bare": str(bare)}
+    loopback_device.stop(dev)
 
 
 @pytest.fixture(scope="module")

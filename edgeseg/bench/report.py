@@ -22,7 +22,7 @@ def _f(v, fmt="{:.2f}", none="–"):
 
 
 def _label(r: dict) -> str:
-    return r.get("label") or f"{r.get('target')} {r.get('precision')}"
+    return r["label"] if "label" in r else f"{r.get('target')} {r.get('precision')}"
 
 
 def _format_on_runtime(r: dict) -> str:
@@ -320,7 +320,8 @@ def svg_accuracy_latency(results: list[dict], w=560, h=360, front: bool = False)
         for k in range(1, 6):  # further up and down, either side
             spots += [(cx + 9, cy - 8 - 13 * k, "start"), (cx + 9, cy + 17 + 13 * k, "start"),
                       (cx - 9, cy - 8 - 13 * k, "end"), (cx - 9, cy + 17 + 13 * k, "end")]
-        body.append(lay.place(lab + ("" if y is not None else " (no mIoU)"), 11, spots))
+        if lab:  # an empty label: the point alone (fit labels only its front)
+            body.append(lay.place(lab + ("" if y is not None else " (no mIoU)"), 11, spots))
     return _svg(w, h, body, title, "accuracy-latency")
 
 
