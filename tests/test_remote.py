@@ -178,3 +178,15 @@ def test_every_runner_is_self_contained():
                     for a in (n.names if isinstance(n, ast.Import) else [n])}
         extra = imported - allowed - set(unit.runtime_modules) - {"onnxruntime", "openvino", "ncnn"}
         assert not extra and "edgeseg" not in imported and "torch" not in imported, (name, imported)
+
+
+def test_a_runner_that_dies_mid_run_is_one_line_and_cleaned(device, art, tmp_path, capsys):
+    """A device process killed during the timed runs (out of memory, a crash): exit 2, one line."""
+    dying = tmp_path / "dying-python"
+    dying.write_text(f"#!/bin/sh\n{device['python']} -c 'import time; time.sleep(0.3)'\nkill -9 $$\n")
+    dying.chmod(0o755)
+    before = _left_on_device()
+    assert remote_bench(device, art, "loopback", python=str(dying)) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+    assert len(err) == 1 and "connection to 'loopback' was lost during the benchmark" in err[0], err
+    assert _left_on_device() == before

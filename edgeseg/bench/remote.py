@@ -41,9 +41,12 @@ class RemoteError(EdgesegError):
     """The device could not be reached, refused us, lacks the runtime, or failed mid-run."""
 
 
-def _why(host: str, stderr: str) -> str:
+def _why(host: str, stderr: str, what: str = "the command") -> str:
     lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip() and not ln.startswith("Warning:")]
-    line = lines[-1] if lines else "no message"
+    if not lines:
+        return (f"the connection to '{host}' was lost during {what} (ssh said nothing): did the device reboot, "
+                f"lose its network, or kill the process (out of memory)?")
+    line = lines[-1]
     text = " ".join(lines)
     if "Could not resolve hostname" in text:
         return f"cannot reach '{host}': the host name is unknown ({line}): check the name or its Host entry in ~/.ssh/config"
@@ -87,7 +90,7 @@ class Remote:
         except FileNotFoundError:
             raise RemoteError("the ssh program is not installed here (apt-get install openssh-client)") from None
         if p.returncode == 255:
-            raise RemoteError(_why(self.host, p.stderr.decode("utf-8", "replace")))
+            raise RemoteError(_why(self.host, p.stderr.decode("utf-8", "replace"), what))
         return p
 
 
