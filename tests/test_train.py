@@ -282,3 +282,33 @@ def test_cli_messages_tell_the_wall_time_the_files_and_the_next_step(small_data,
     code, text, err = run_cli(["build", out / "best.pt", "--target", "onnxruntime-cpu", "--out", tmp_path / "a"],
                               capsys)
     assert code == 0 and f"next: edgeseg bench {tmp_path / 'a'} --data DIR" in text, err
+
+
+def test_cpu_precision_auto_follows_the_cpu(monkeypatch):
+    import edgeseg.machine as machine
+    from edgeseg.errors import ConfigError
+    from edgeseg.train.trainer import cpu_training_path
+
+    real = machine.cpu_isa()
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "bf16": True})
+    assert cpu_training_path("auto") == {"precision": "bf16", "channels_last": True,
+                                         "why": "this CPU has bf16 (AMX / AVX-512 BF16)"}
+    assert cpu_training_path("fp32")["precision"] == "fp32"
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "bf16": False})
+    assert cpu_training_path("auto") == {"precision": "fp32", "channels_last": False, "why": "this CPU has no bf16"}
+    with pytest.raises(ConfigError, match="needs a CPU with bf16"):
+        cpu_training_path("bf16")
+    with pytest.raises(ConfigError, match="--cpu-precision must be one of"):
+        TrainConfig(model="unet", data="x", cpu_precision="fp8").validate()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_cpu_training_records_what_it_computed_in(small_data, tmp_path, precision, capsys):
+    from edgeseg.machine import cpu_isa
+
+    lines = []
+    train(quick_config(small_data, tmp_path / precision, epochs=1, cpu_precision=precision), log=lines.append)
+    rec = [json.loads(ln) for ln in (tmp_path / precision / "metrics.jsonl").read_text().splitlines()]
+    want = "bf16" if precision == "auto" and cpu_isa()["bf16"] else "fp32"
+    assert rec[0]["compute"] == want and np.isfinite(rec[0]["train_loss"])
+    assert any(f"training on the CPU in {want}" in ln for ln in lines)

@@ -58,6 +58,9 @@ def train_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes [2].")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many evaluations without a better val mIoU; 0 = never [0].")] = None,
     amp: Annotated[Optional[bool], typer.Option(help="Mixed precision on CUDA [on].")] = None,
+    cpu_precision: Annotated[Optional[str], typer.Option(
+        "--cpu-precision", help="On a CPU: auto (bf16 autocast + channels-last where the CPU has bf16), bf16, "
+                                "or fp32 [auto].")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option(help="SyncBatchNorm under torchrun [off].")] = None,
     val_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs [1].")] = None,
     scale: Annotated[Optional[str], typer.Option(help="Random scale range MIN,MAX [0.5,2.0].")] = None,
@@ -89,7 +92,7 @@ def train_cmd(
         "batch_size": batch_size, "loss": loss, "optimizer": optimizer.value if optimizer else None, "lr": lr,
         "weight_decay": weight_decay, "schedule": schedule.value if schedule else None,
         "warmup_epochs": warmup_epochs, "out": str(out) if out else None, "device": device, "seed": seed,
-        "workers": workers, "patience": patience, "amp": amp, "sync_bn": sync_bn, "val_every": val_every,
+        "workers": workers, "patience": patience, "amp": amp, "cpu_precision": cpu_precision, "sync_bn": sync_bn, "val_every": val_every,
         "scale": _parse_range(scale) if scale else None, "rotate": rotate, "elastic": elastic, "hflip": hflip,
         "color_jitter": color_jitter, "model_kwargs": _parse_kwargs(model_arg) if model_arg else None,
         "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction, "val_group": val_group,

@@ -48,6 +48,9 @@ class TrainConfig:
     workers: int = 2
     patience: int = 0  # early stopping: epochs without a better val mIoU (0 = off)
     amp: bool = True  # CUDA only
+    #: training on a CPU: "auto" (bf16 autocast + channels-last where the CPU has bf16: AMX or
+    #: AVX-512 BF16; tools/bench_train_step.py measures it), "bf16", or "fp32" (plain)
+    cpu_precision: str = "auto"
     sync_bn: bool = False
     val_every: int = 1
     data_format: str = "auto"
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"--patience must be 0 (off) or more, got {self.patience}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ConfigError(f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}, got {self.cpu_precision!r}")
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}")
 
@@ -118,6 +123,27 @@ def free_run_dir(base) -> str:
         n += 1
         candidate = Path(f"{base}-{n}")
     return str(candidate)
+
+
+CPU_PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_training_path(choice: str) -> dict:
+    """How a CPU run computes: ``{"precision": "bf16" | "fp32", "channels_last": bool, "why": ...}``.
+    bf16 autocast with channels-last tensors is the fast path on CPUs with bf16 (oneDNN's AMX /
+    AVX-512 BF16 kernels); elsewhere autocast would emulate bf16 and be slower, so auto is fp32."""
+    from edgeseg.machine import cpu_isa
+
+    has = bool(cpu_isa()["bf16"])
+    if choice == "fp32":
+        return {"precision": "fp32", "channels_last": False, "why": "--cpu-precision fp32"}
+    if choice == "bf16" and not has:
+        raise ConfigError("--cpu-precision bf16 needs a CPU with bf16 (AMX or AVX-512 BF16), and this one has none: "
+                          "use auto or fp32")
+    if has:
+        return {"precision": "bf16", "channels_last": True,
+                "why": "this CPU has bf16 (AMX / AVX-512 BF16)" if choice == "auto" else "--cpu-precision bf16"}
+    return {"precision": "fp32", "channels_last": False, "why": "this CPU has no bf16"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -348,10 +374,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
 
     use_cuda = device.type == "cuda"
     amp = cfg.amp and use_cuda
+    cpu_path = None if use_cuda else cpu_training_path(cfg.cpu_precision)
+    cpu_bf16 = bool(cpu_path and cpu_path["precision"] == "bf16")
+    channels_last = use_cuda or bool(cpu_path and cpu_path["channels_last"])
+    if cpu_path and main_proc:
+        log(f"training on the CPU in {cpu_path['precision']}{' with channels-last tensors' if channels_last else ''} "
+            f"({cpu_path['why']})")
     if cfg.sync_bn and dist.world_size() > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if use_cuda:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if state is not None:
         unwrap(model).load_state_dict(state["state_dict"])
@@ -414,9 +446,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 for images, masks in train_loader:
                     images = images.to(device, non_blocking=True)
                     masks = masks.to(device, non_blocking=True)
-                    if use_cuda:
+                    if channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, enabled=amp):
+                    with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else None,
+                                        enabled=amp or cpu_bf16):
                         outputs = ddp_model(images)
                         loss = criterion(outputs, masks)
                     if not torch.isfinite(loss):
@@ -436,7 +469,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
             progress.done(task)
 
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
-                      "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(time.time() - t0, 2)}
+                      "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(time.time() - t0, 2),
+                      "compute": cpu_path["precision"] if cpu_path else ("amp" if amp else "fp32")}
             improved = False
             t_val = time.time()
             if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
