@@ -56,15 +56,9 @@ def torch_modules():
 
 def interpreter_class():
     """``ai_edge_litert.interpreter.Interpreter``, else ``tflite_runtime.interpreter.Interpreter``."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter  # older devices
-        except ImportError:
-            require("ai_edge_litert", "tflite", "running TFLite models")
-            raise
-    return Interpreter
+    from edgeseg.formats.litert.runtime import litert
+
+    return litert()[0]
 
 
 # --- head options ------------------------------------------------------------------------

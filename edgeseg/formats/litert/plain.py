@@ -3,16 +3,29 @@ remote bench (appended to :mod:`edgeseg.formats.runner_core`); it imports nothin
 On a Coral board the compiled ``*_edgetpu.tflite`` runs on the Edge TPU where libedgetpu loads."""
 
 import os
+import platform
 
 import numpy as np
 
+EDGETPU_LIBS = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
-def _interpreter():
+
+def interpreter():
+    """(Interpreter, load_delegate) from ai_edge_litert, else tflite_runtime (older devices);
+    ImportError where neither is installed."""
     try:
         from ai_edge_litert.interpreter import Interpreter, load_delegate
     except ImportError:
-        from tflite_runtime.interpreter import Interpreter, load_delegate  # older devices
+        from tflite_runtime.interpreter import Interpreter, load_delegate
     return Interpreter, load_delegate
+
+
+def edgetpu_delegate(load_delegate):
+    """The Edge TPU delegate, or None when its library cannot be loaded here."""
+    try:
+        return load_delegate(EDGETPU_LIBS.get(platform.system(), "libedgetpu.so.1"))
+    except (ValueError, OSError, RuntimeError):
+        return None
 
 
 class TfliteCall:
@@ -33,15 +46,12 @@ class TfliteCall:
 
 
 def load(folder, manifest, threads):
-    Interpreter, load_delegate = _interpreter()
+    Interpreter, load_delegate = interpreter()
     files = manifest["files"]
     kwargs = {"model_path": os.path.join(folder, files["model"])}
-    if "edgetpu_model" in files:
-        try:
-            kwargs = {"model_path": os.path.join(folder, files["edgetpu_model"]),
-                      "experimental_delegates": [load_delegate("libedgetpu.so.1")]}
-        except (OSError, ValueError):
-            pass  # no Edge TPU here: the CPU file
+    delegate = edgetpu_delegate(load_delegate) if "edgetpu_model" in files else None
+    if delegate is not None:  # else no Edge TPU here: the CPU file
+        kwargs = {"model_path": os.path.join(folder, files["edgetpu_model"]), "experimental_delegates": [delegate]}
     if threads:
         kwargs["num_threads"] = int(threads)
     it = Interpreter(**kwargs)

@@ -9,37 +9,22 @@ forces the CPU; ``device="edgetpu"`` requires the delegate.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
+from edgeseg.formats.litert.plain import edgetpu_delegate, interpreter
 from edgeseg.formats.predictor import ModelCall, Predictor
 
-EDGETPU_LIBS = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
-
-def _litert():
-    """(Interpreter, load_delegate) from ai_edge_litert, else tflite_runtime."""
+def litert():
+    """(Interpreter, load_delegate); a missing interpreter names the extra that installs one."""
     try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
+        return interpreter()
     except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter, load_delegate
-        except ImportError:
-            require("ai_edge_litert", "tflite", "the LiteRT runtime")
-            raise
-    return Interpreter, load_delegate
-
-
-def edgetpu_delegate(load_delegate):
-    """The Edge TPU delegate, or None when its library cannot be loaded here."""
-    lib = EDGETPU_LIBS.get(platform.system(), "libedgetpu.so.1")
-    try:
-        return load_delegate(lib)
-    except (ValueError, OSError, RuntimeError):
-        return None
+        require("ai_edge_litert", "tflite", "the LiteRT runtime")
+        raise
 
 
 class LiteRTCall(ModelCall):
@@ -61,7 +46,7 @@ class LiteRTPredictor(Predictor):
 
     def __init__(self, artifact_dir: Path, manifest: dict, *, threads=None, device=None):
         super().__init__(artifact_dir, manifest, threads=threads, device=device)
-        Interpreter, load_delegate = _litert()
+        Interpreter, load_delegate = litert()
         want = str(self.device or "cpu").lower()
         files = manifest["files"]
         delegate = None

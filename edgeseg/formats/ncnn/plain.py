@@ -14,12 +14,19 @@ class NcnnCall:
         self.mat, self.y = None, None
 
     def set_input(self, x):
-        self.mat = self.ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32)[0]).clone()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[0] != 1:
+            raise ValueError(f"ncnn: expected one image 1 x 3 x H x W, got {x.shape}")
+        # clone(): ncnn.Mat(array) borrows the array's memory, which must not go away under it
+        self.mat = self.ncnn.Mat(x[0]).clone()
 
     def run(self):
         with self.net.create_extractor() as ex:
-            ex.input(self.blob_in, self.mat)
-            _, out = ex.extract(self.blob_out)
+            if ex.input(self.blob_in, self.mat) != 0:
+                raise ValueError(f"ncnn: the graph has no input blob '{self.blob_in}': rebuild the artifact")
+            ret, out = ex.extract(self.blob_out)
+            if ret != 0:
+                raise ValueError(f"ncnn: extracting '{self.blob_out}' failed ({ret}): rebuild the artifact")
             self.y = np.array(out, dtype=np.float32, copy=True)[None]
 
     def output(self):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import ConfigError, require
+from edgeseg.formats.ncnn.plain import NcnnCall
 from edgeseg.formats.predictor import Predictor
 
 
@@ -29,9 +30,10 @@ class NcnnPredictor(Predictor):
         if self.net.load_param(str(self.model_path())) != 0 or self.net.load_model(str(self.model_path("weights"))) != 0:
             raise ConfigError(f"artifact '{artifact_dir}': ncnn cannot load '{manifest['files']['model']}' / "
                               f"'{manifest['files'].get('weights')}': the artifact is damaged; rebuild it")
-        self._ncnn = ncnn
         self.input_blob = manifest["input"].get("name") or "in0"
         self.output_blob = manifest["output"].get("name") or "out0"
+        # the same call the remote bench's runner makes on a device
+        self.call = NcnnCall(self.net, ncnn, self.input_blob, self.output_blob)
 
     def execution(self) -> dict:
         weights = (self.manifest.get("ncnn") or {}).get("weights")
@@ -39,18 +41,12 @@ class NcnnPredictor(Predictor):
                 "inference_precision": None}
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[0] != 1:
-            raise ConfigError(f"ncnn: expected one image 1 x 3 x H x W, got {x.shape}")
-        # clone(): ncnn.Mat(array) borrows the array's memory, which must not go away under it
-        mat = self._ncnn.Mat(x[0]).clone()
-        with self.net.create_extractor() as ex:
-            if ex.input(self.input_blob, mat) != 0:
-                raise ConfigError(f"ncnn: the graph has no input blob '{self.input_blob}': rebuild the artifact")
-            ret, out = ex.extract(self.output_blob)
-            if ret != 0:
-                raise ConfigError(f"ncnn: extracting '{self.output_blob}' failed ({ret}): rebuild the artifact")
-            return np.array(out, dtype=np.float32, copy=True)[None]
+        try:
+            self.call.set_input(x)
+            self.call.run()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self.call.output()
 
 
 PREDICTOR = NcnnPredictor
