@@ -172,6 +172,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     from edgeseg.compress import quant
     from edgeseg.compress.nncf_setup import target_preset
     from edgeseg.compress.common import Data, evaluate, finetune, recalibrate_bn, bn_batches
+    from edgeseg.data.holdout import holdout_of
     from edgeseg.checkpoints import load_compressed
     from edgeseg.compress.io import save_compressed
     from edgeseg.compress.prune import prune_structured, prune_unstructured, sparsity, strip_unstructured
@@ -192,8 +193,11 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     train_size = resolve_input_size(model, ckpt)  # fine-tuning crop: the training size
     # fine-tuning crops use the model's own training scale range when the checkpoint records it
     train_scale = (ckpt.get("config") or {}).get("scale") or (0.5, 2.0)
+    holdout = holdout_of(ckpt)
     d = Data(data, info, model.size_divisor, val_images=val_images, calib_images=calib_images,
-             train_scale=train_scale)
+             train_scale=train_scale, holdout=holdout)
+    # the variants keep the hold-out, so eval, build and bench score them on the same images
+    kept = {"config": {"holdout": holdout}} if holdout else {}
     # Static size for conversion, calibration and latency: the (padded) validation images,
     # at least the training size.
     shapes = [d.val_subset[i][0].shape[-2:] for i in range(len(d.val_subset))]
@@ -260,7 +264,8 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
 
         def save_quantized(q, name, method, pruning=None, **extra):
             entry = {"method": method, "target": target, **extra, **qz.entry}
-            save_compressed(q, info, qz.saved_size, tmp / f"{name}.pt", quantization=entry, pruning=pruning)
+            save_compressed(q, info, qz.saved_size, tmp / f"{name}.pt", quantization=entry, pruning=pruning,
+                            **kept)
             report["files"][name] = f"{name}.pt"
             if use_pt2e:
                 report["quantizer"]["head"] = q.head  # what was applied ("auto" resolved)
@@ -301,7 +306,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 recalibrate_bn(pm, bn_batches(d, train_size))
                 report["finetune"]["pruned"] = rec
                 report["pruning"] = det
-                save_compressed(pm, info, train_size, tmp / "pruned.pt", pruning=det)
+                save_compressed(pm, info, train_size, tmp / "pruned.pt", pruning=det, **kept)
                 report["files"]["pruned"] = "pruned.pt"
                 V["pruned"] = measure("pruned", torch_model=pm, reference=ref, **common)
                 if qat:
@@ -322,7 +327,7 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
                 det["zero_weight_fraction"] = sparsity(plain)
                 report["finetune"]["sparse"] = rec
                 report["pruning"] = det
-                save_compressed(plain, info, train_size, tmp / "sparse.pt", pruning=det)
+                save_compressed(plain, info, train_size, tmp / "sparse.pt", pruning=det, **kept)
                 report["files"]["sparse"] = "sparse.pt"
                 V["sparse"] = measure("sparse", torch_model=plain, reference=ref, **common,
                                       extra={"zero_weight_fraction": det["zero_weight_fraction"]})

@@ -33,6 +33,7 @@ def _ship(ckpt: dict, name: str, data, zoo_dir: Path) -> dict:
     from edgeseg.evaluate import evaluate
     from edgeseg.models import count_macs, count_params
     from edgeseg.checkpoints import model_from_checkpoint
+    from edgeseg.data.holdout import holdout_of
 
     model, info = model_from_checkpoint(ckpt)
     # Ship the size the model is deployed at (a val image rounded up to the stride), which
@@ -51,6 +52,8 @@ def _ship(ckpt: dict, name: str, data, zoo_dir: Path) -> dict:
     t0 = time.perf_counter()
     scores = evaluate(weights, data, "val")
     eval_seconds = time.perf_counter() - t0
+    holdout = holdout_of(ckpt)
+    by_groups = bool(holdout and holdout.get("groups") and holdout.get("by") != "image" and scores.get("held_out"))
     return {
         "name": name,
         "model": ckpt["model"],
@@ -66,7 +69,19 @@ def _ship(ckpt: dict, name: str, data, zoo_dir: Path) -> dict:
                     "per_class_iou": scores["per_class_iou"]},
         "params": count_params(model),
         "macs": count_macs(model, tuple(eval_size)),
+        "holdout": _holdout_entry(holdout, scores) if by_groups else {
+            "groups": None, "why": "trained on every group (video sequence) of its training split: no whole "
+                                   "sequence was held out, so its val images have near-copies in training"},
     }
+
+
+def _holdout_entry(holdout: dict, scores: dict) -> dict:
+    """The card's sequence hold-out: the whole groups the training never saw and the score on
+    them (the card's eval split then is that hold-out; the dataset's own val was trained on
+    where the run trained on train+val)."""
+    return {"groups": holdout["groups"], "from": holdout["from"], "images": scores["images"],
+            "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+            "val_in_training": bool(holdout.get("forced")) and "val" in holdout["from"].split("+")}
 
 
 def _write_card(card: dict, zoo_dir: Path) -> dict:
@@ -159,7 +174,7 @@ def render_card(card: dict) -> str:
                "without calibration data" if pt2e else
                "NNCF fake-quantized PyTorch model, built as int8 by `edgeseg build` without calibration data")
         about = (f"`{card['model']['name']}` compressed from `{c.get('source')}`: {what}; {how}.\n\n"
-                 f"Val mIoU below (the PyTorch fake-quantized model){change}.")
+                 f"The mIoU below is the PyTorch fake-quantized model's{change}.")
         run_line = f"| compression run | {t['wall_time_s'] / 60:.1f} min (whole `edgeseg compress` run) on {t['hardware']} |"
     else:
         about = (f"`{card['model']['name']}` trained from scratch on {card['dataset']['name']} "
@@ -172,8 +187,7 @@ def render_card(card: dict) -> str:
 
 | | |
 |---|---|
-| val mIoU | **{m['val_miou']:.4f}** ({card['eval']['images']} images) |
-| val pixel accuracy | {m['val_pixel_accuracy']:.4f} |
+{_score_rows(card)}
 | params | {card['params'] / 1e6:.2f} M |
 | MACs at {h}x{w} | {card['macs'] / 1e9:.2f} G |
 | eval input | {h}x{w}: {card['eval']['fit']} |
@@ -184,9 +198,9 @@ def render_card(card: dict) -> str:
 
 Reproduce: `{t['command']}`
 
-Check: `edgeseg eval {card['name']} --data DIR` gives the val mIoU above.
+Check: `edgeseg eval {card['name']} --data DIR` gives the {_split_name(card)} mIoU above.
 
-## Per-class IoU (val)
+## Per-class IoU ({_split_name(card)})
 
 | class | IoU |
 |---|---:|
@@ -194,6 +208,32 @@ Check: `edgeseg eval {card['name']} --data DIR` gives the val mIoU above.
 
 Classes and colours: {colours}.
 """
+
+
+def _held_groups(card: dict) -> list[str] | None:
+    return (card.get("holdout") or {}).get("groups")
+
+
+def _split_name(card: dict) -> str:
+    groups = _held_groups(card)
+    return f"sequence hold-out {', '.join(groups)}" if groups else "val"
+
+
+def _score_rows(card: dict) -> str:
+    """The card's first rows: the score `edgeseg eval NAME` reproduces, named for what it is."""
+    m, hold = card["metrics"], card.get("holdout") or {}
+    n = card["eval"]["images"]
+    if _held_groups(card):
+        val = ("not scored: the val images are in its training data "
+               f"({hold['from']} less the hold-out)" if hold.get("val_in_training") else "-")
+        return (f"| sequence hold-out mIoU | **{m['val_miou']:.4f}** ({n} images of {', '.join(hold['groups'])}, "
+                f"whole sequence(s) the training never saw) |\n"
+                f"| hold-out pixel accuracy | {m['val_pixel_accuracy']:.4f} |\n"
+                f"| val mIoU | {val} |")
+    why = hold.get("why") or "no sequence was held out in training"
+    return (f"| val mIoU | **{m['val_miou']:.4f}** ({n} images) |\n"
+            f"| val pixel accuracy | {m['val_pixel_accuracy']:.4f} |\n"
+            f"| sequence hold-out mIoU | not measured: {why} |")
 
 
 def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
@@ -205,17 +245,30 @@ def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
              "Generated by `tools/publish_zoo.py` from the cards in `edgeseg/zoo/` (each card is written from its "
              "training run; scores are measured on the shipped fp16 weights). Reproduce a score with "
              "`edgeseg eval NAME --data ../shared/data/camvid`.", "",
-             "| name | model | val mIoU | pixel acc. | params | GMACs (eval size) | MB | epochs | training | command |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "**Sequence hold-out** is the mIoU on whole video sequences the training never saw "
+             "(`edgeseg train --holdout-groups`); **val** is CamVid's val split, whose frames come from a "
+             "sequence that also gives most training frames, so it flatters. A card has one or the other: "
+             "a model trained on train+val has no unseen val.", "",
+             "| name | model | sequence hold-out mIoU | val mIoU | pixel acc. | params | GMACs (eval size) | MB | "
+             "epochs | training | command |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     default = default_model_name(zoo_dir) if cards else None
     for name, c in cards.items():
         t, m = c["training"], c["metrics"]
         h, w = c["eval"]["input_size"]
         lines.append(
-            f"| `{name}`{' (default)' if name == default else ''} | {c['model']['name']} | {m['val_miou']:.4f} | "
+            f"| `{name}`{' (default)' if name == default else ''} | {c['model']['name']} | "
+            f"{_index_scores(c)} | "
             f"{m['val_pixel_accuracy']:.4f} | {c['params'] / 1e6:.2f} M | {c['macs'] / 1e9:.2f} ({h}x{w}) | "
             f"{c['weights']['bytes'] / 2**20:.2f} | {t['epochs_run']} | {t['wall_time_s'] / 60:.0f} min, "
             f"{t['hardware']} | `{t['command']}` |")
     lines += ["", "Per-class IoU, colours, mean/std: `edgeseg zoo show NAME` (the card, `edgeseg/zoo/NAME.md`). "
               "Training logs (one JSON line per epoch): `docs/zoo/NAME-train-log.jsonl`.", ""]
     return "\n".join(lines)
+
+
+def _index_scores(card: dict) -> str:
+    """The hold-out and val cells of docs/zoo.md's row."""
+    score = f"{card['metrics']['val_miou']:.4f}"
+    groups = _held_groups(card)
+    return f"{score} ({', '.join(groups)}) | -" if groups else f"- | {score}"

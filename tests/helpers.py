@@ -73,6 +73,21 @@ def make_flat_binary(root, n: int = 24, size=(64, 96), groups: int = 0, seed: in
     return root
 
 
+def make_grouped_split(root, n: int = 30, size=(32, 48), groups: int = 5) -> Path:
+    """A train/val dataset (images/ + masks/ per split) whose names carry a group prefix and
+    whose every group has frames in both splits, as CamVid's sequence 0016E5 has."""
+    root = Path(root)
+    flat = make_flat_binary(root.with_name(root.name + "-flat"), n=n, size=size, groups=groups)
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (root / sub / split).mkdir(parents=True)
+    for i, img in enumerate(sorted((flat / "images").iterdir())):
+        split = "val" if i % 3 == 0 else "train"
+        img.rename(root / "images" / split / img.name)
+        (flat / "masks" / f"{img.stem}.png").rename(root / "masks" / split / f"{img.stem}.png")
+    return root
+
+
 def tiny_checkpoint(path, size=(64, 96), seed: int = 0) -> Path:
     """An untrained 2-level U-Net (base 4 channels) checkpoint for CamVid at ``size``: the
     smallest real model, for tests that drive commands rather than accuracy."""

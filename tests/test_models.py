@@ -341,3 +341,17 @@ def test_segmenter_bad_options():
     for kw in ({"decoder": "conv"}, {"patch_size": 14}, {"embed_dim": 50}, {"ref_size": (100, 64)}):
         with pytest.raises(ModelError):
             create_model("segmenter", 3, **kw)
+
+
+def test_dabnet_layout():
+    """DABNet as in its paper (0.76 M params for Cityscapes' 19 classes); its 3x1 / 1x3
+    depthwise convs dilate only along their long axis (a dilation on the 1-wide axis gave
+    non-finite weight gradients in oneDNN's bf16 channels-last backward)."""
+    model = create_model("dabnet", 19)
+    assert round(count_params(model) / 1e6, 2) == 0.76
+    asym = [m for m in model.modules() if isinstance(m, nn.Conv2d) and sorted(m.kernel_size) == [1, 3]]
+    assert len(asym) == 4 * 9  # four per DAB module, 3 + 6 modules
+    for m in asym:
+        for k, d in zip(m.kernel_size, m.dilation):
+            assert k > 1 or d == 1
+    assert sorted({max(m.dilation) for m in asym}) == [1, 2, 4, 8, 16]

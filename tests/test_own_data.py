@@ -17,7 +17,7 @@ from edgeseg.errors import ConfigError, DataError
 from edgeseg.losses import suggest_loss
 from edgeseg.metrics import class_map_counts, output_flags
 
-from helpers import make_flat_binary
+from helpers import make_flat_binary, make_grouped_split
 
 TINY = ["--model", "unet", "--model-arg", "base_channels=4", "--model-arg", "depth=2", "--workers", "0",
         "--no-progress", "--batch-size", "4"]
@@ -131,15 +131,7 @@ def test_train_on_a_flat_folder_holds_out_val_and_keeps_it(grouped, tmp_path, ca
 def test_holdout_val_holds_out_whole_groups_of_train_plus_val(tmp_path, capsys):
     """A dataset with its own val split whose frames share groups with train (as CamVid's do):
     --train-split train+val --holdout-val trains on some groups and scores a whole other one."""
-    flat = make_flat_binary(tmp_path / "flat", n=30, size=(32, 48), groups=5)
-    data = tmp_path / "split"
-    for split in ("train", "val"):
-        for sub in ("images", "masks"):
-            (data / sub / split).mkdir(parents=True)
-    for i, img in enumerate(sorted((flat / "images").iterdir())):
-        split = "val" if i % 3 == 0 else "train"  # every group has frames in both, as CamVid's 0016E5 has
-        img.rename(data / "images" / split / img.name)
-        (flat / "masks" / f"{img.stem}.png").rename(data / "masks" / split / f"{img.stem}.png")
+    data = make_grouped_split(tmp_path / "split")
     out = tmp_path / "run"
     code, stdout, err = run_cli(["train", *TINY, "--data", data, "--epochs", "1", "--train-split", "train+val",
                                  "--holdout-val", "--val-fraction", "0.2", "--out", out], capsys)

@@ -74,6 +74,10 @@ def train_cmd(
     holdout_val: Annotated[Optional[bool], typer.Option(help="Hold out the validation images from --train-split even "
                                                              "where the dataset has a val split (e.g. --train-split "
                                                              "train+val: whole video sequences held out) [off].")] = None,
+    holdout_groups: Annotated[Optional[str], typer.Option(help="Hold out exactly these groups of --train-split, "
+                                                               "comma-separated (e.g. 0001TP: train on the other "
+                                                               "video sequences, validate on that one); implies "
+                                                               "--holdout-val.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Data without a val split (or --holdout-val): hold out "
                                                                "this share of the training images as validation [0.1].")] = None,
     val_group: Annotated[Optional[str], typer.Option(help="How held-out images are grouped: auto (whole groups by name "
@@ -97,6 +101,7 @@ def train_cmd(
         "color_jitter": color_jitter, "model_kwargs": _parse_kwargs(model_arg) if model_arg else None,
         "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction, "val_group": val_group,
         "train_split": train_split, "holdout_val": holdout_val,
+        "holdout_groups": [g.strip() for g in holdout_groups.split(",") if g.strip()] if holdout_groups else None,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:

@@ -26,17 +26,25 @@ class Data:
     """The train and val splits of a dataset folder, checked against the model's classes."""
 
     def __init__(self, root, info, divisor: int, *, train_split: str = "train", val_split: str = "val",
-                 val_images: int | None = None, calib_images: int = 32, train_scale=(0.5, 2.0)):
+                 val_images: int | None = None, calib_images: int = 32, train_scale=(0.5, 2.0),
+                 holdout: dict | None = None):
         from edgeseg.data import available_splits, build_eval_transform, open_dataset
+        from edgeseg.data.holdout import open_split
 
         splits = available_splits(root)
-        if val_split not in splits:
-            raise DataError(f"dataset '{root}' has no '{val_split}' split (it has: {', '.join(splits) or 'none'}): "
-                            f"compression needs validation images to measure mIoU")
         self.info = info
-        self.val = open_dataset(root, val_split)
+        if holdout:
+            # the source was trained with a hold-out (e.g. a whole video sequence): fine-tune on
+            # its training images and score its held-out ones, never the other way round
+            self.val = open_split(root, holdout.get("split", val_split), holdout)
+            self.train = open_split(root, holdout["from"], holdout)
+        else:
+            if val_split not in splits:
+                raise DataError(f"dataset '{root}' has no '{val_split}' split (it has: {', '.join(splits) or 'none'}): "
+                                f"compression needs validation images to measure mIoU")
+            self.val = open_dataset(root, val_split)
+            self.train = open_dataset(root, train_split) if train_split in splits else None
         info.check_compatible(self.val.info, f"dataset '{root}'")
-        self.train = open_dataset(root, train_split) if train_split in splits else None
         if len(self.val) == 0:
             raise DataError(f"the '{val_split}' split of '{root}' is empty")
         self.val.transform = build_eval_transform(divisor=divisor, ignore_index=info.ignore_index)

@@ -47,8 +47,13 @@ def _compile(group_by: str) -> re.Pattern | None:
 
 
 def make_holdout(ids: list[str], fraction: float | None = None, *, seed: int = 0, group_by: str = "auto",
-                 from_split: str = "train", split: str = "val") -> dict:
-    """Choose the validation ids among ``ids``; returns the ``holdout`` record of a run's config."""
+                 from_split: str = "train", split: str = "val", groups: list[str] | None = None) -> dict:
+    """Choose the validation ids among ``ids``; returns the ``holdout`` record of a run's config.
+
+    ``groups`` names the groups to hold out (``["0001TP"]``: train on the other sequences,
+    score that one); otherwise whole groups are drawn (seeded) to about ``fraction``."""
+    if groups:
+        return _named_groups(sorted(set(ids)), list(groups), group_by, from_split, split, seed)
     fraction = DEFAULT_VAL_FRACTION if fraction is None else float(fraction)
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"--val-fraction must be between 0 and 1 (e.g. 0.1), got {fraction}")
@@ -86,6 +91,28 @@ def make_holdout(ids: list[str], fraction: float | None = None, *, seed: int = 0
     if note:
         out["note"] = note
     return out
+
+
+def _named_groups(ids: list[str], names: list[str], group_by: str, from_split: str, split: str, seed: int) -> dict:
+    """The hold-out of exactly the groups ``names`` (whole sequences chosen by the user)."""
+    if group_by == "none":
+        raise ConfigError("--holdout-groups needs groups: drop --val-group none (auto groups by name prefix)")
+    pattern = _compile(group_by)
+    found: dict[str, list[str]] = {}
+    for i in ids:
+        found.setdefault(group_of(i, pattern), []).append(i)
+    known = sorted(g for g in found if g is not None)
+    unknown = [g for g in names if g not in found or g is None]
+    if unknown:
+        raise ConfigError(f"--holdout-groups names {', '.join(unknown)}, which the '{from_split}' images do not have: "
+                          f"its groups are {', '.join(known[:12]) or 'none'}{'...' if len(known) > 12 else ''}")
+    if set(names) >= set(known) and None not in found:
+        raise ConfigError(f"--holdout-groups holds out every group of '{from_split}' ({', '.join(known)}): "
+                          f"leave at least one to train on")
+    held = sorted(i for g in names for i in found[g])
+    return {"from": from_split, "split": split, "val": held, "fraction": len(held) / len(ids), "seed": seed,
+            "by": "prefix" if pattern is None else f"pattern {group_by}", "groups": sorted(set(names)),
+            "groups_total": len(known), "named": True}
 
 
 def _choose_groups(groups: dict[str, list[str]], target: int, rng) -> list[str]:
@@ -129,7 +156,8 @@ def describe_holdout(h: dict, total: int) -> str:
         shown = ", ".join(gs[:4]) + (f" and {len(gs) - 4} more" if len(gs) > 4 else "")
         how = f"whole groups by {'name prefix' if h['by'] == 'prefix' else h['by']}: {shown} " \
               f"({len(gs)} of {h.get('groups_total', '?')})"
-    return (f"{k} of {total} '{h['from']}' images ({100.0 * k / max(1, total):.0f}%, seed {h['seed']}, "
+    chosen = "named by --holdout-groups" if h.get("named") else f"seed {h['seed']}"
+    return (f"{k} of {total} '{h['from']}' images ({100.0 * k / max(1, total):.0f}%, {chosen}, "
             f"{how}) held out as validation")
 
 

@@ -1,3 +1,3 @@
 """Imports every architecture module so that each registers itself."""
 
-from edgeseg.models import enet, bisenet, deeplabv3plus, fcn, unet, segmenter  # noqa: F401
+from edgeseg.models import enet, bisenet, dabnet, deeplabv3plus, fcn, unet, segmenter  # noqa: F401

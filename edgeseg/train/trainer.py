@@ -61,6 +61,7 @@ class TrainConfig:
     val_group: str = "auto"  # auto (name prefix when the names carry one), none, or a regex
     holdout: dict | None = None  # the held-out image ids, chosen once and kept for resume/eval/build
     holdout_val: bool = False  # hold out val from train_split even where the dataset has a val split
+    holdout_groups: list[str] | None = None  # hold out exactly these groups (e.g. ["0001TP"]); implies holdout_val
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     rotate: float = 0.0
@@ -95,6 +96,9 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
         if self.cpu_precision not in CPU_PRECISIONS:
             raise ConfigError(f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}, got {self.cpu_precision!r}")
+        if self.holdout_groups is not None and (not isinstance(self.holdout_groups, (list, tuple)) or not all(
+                isinstance(g, str) and g for g in self.holdout_groups)):
+            raise ConfigError(f"holdout_groups must be a list of group names such as [0001TP], got {self.holdout_groups!r}")
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}")
 
@@ -286,7 +290,7 @@ def open_train_val(cfg: TrainConfig, log=print):
                           "in 'val'): resume from a last.pt written by `edgeseg train`")
     if cfg.holdout is None:
         has_val = cfg.val_split in available_splits(cfg.data, cfg.data_format)
-        if has_val and not cfg.holdout_val:
+        if has_val and not (cfg.holdout_val or cfg.holdout_groups):
             if cfg.val_fraction is not None:
                 raise ConfigError(f"dataset '{cfg.data}' has a '{cfg.val_split}' split, so no images are held out: "
                                   f"drop --val-fraction, or add --holdout-val to hold out images anyway")
@@ -294,9 +298,11 @@ def open_train_val(cfg: TrainConfig, log=print):
                     open_dataset(cfg.data, cfg.val_split, fmt=cfg.data_format))
         base = open_joined(cfg.data, cfg.train_split, fmt=cfg.data_format, must=True)
         cfg.holdout = make_holdout([base.image_id(i) for i in range(len(base))], cfg.val_fraction, seed=cfg.seed,
-                                   group_by=cfg.val_group, from_split=cfg.train_split, split=cfg.val_split)
+                                   group_by=cfg.val_group, from_split=cfg.train_split, split=cfg.val_split,
+                                   groups=cfg.holdout_groups)
         cfg.holdout["forced"] = has_val  # its 'val' replaces the dataset's own
-        why = (f"--holdout-val, in place of the dataset's own '{cfg.val_split}'" if has_val
+        how = "--holdout-groups" if cfg.holdout_groups else "--holdout-val"
+        why = (f"{how}, in place of the dataset's own '{cfg.val_split}'" if has_val
                else f"no '{cfg.val_split}' split in {cfg.data}")
         log(f"{why}: {describe_holdout(cfg.holdout, len(base))} "
             f"(--val-fraction, --val-group; the list is kept in {Path(cfg.out) / 'config.json'})")
@@ -453,8 +459,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                         outputs = ddp_model(images)
                         loss = criterion(outputs, masks)
                     if not torch.isfinite(loss):
+                        hint = ", or train in fp32 (--cpu-precision fp32)" if cpu_bf16 else ""
                         raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}: "
-                                          f"lower --lr or check the labels")
+                                          f"lower --lr or check the labels{hint}")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)

@@ -1,0 +1,129 @@
+"""A validation that predicts generalisation: whole sequences held out by name
+(`--holdout-groups`), kept through compression, and reported as such on zoo cards, which
+then rank above cards scored on val frames that have near-copies in training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeseg import zoo
+from edgeseg.cli.main import main
+from edgeseg.data.holdout import make_holdout, open_split
+from edgeseg.errors import ConfigError
+from edgeseg.evaluate import evaluate
+from edgeseg.publish import publish, render_zoo_index
+
+from helpers import make_grouped_split
+
+TINY = ["--model", "unet", "--model-arg", "base_channels=4", "--model-arg", "depth=2", "--workers", "0",
+        "--no-progress", "--batch-size", "4"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory):
+    return make_grouped_split(tmp_path_factory.mktemp("seq") / "split")
+
+
+def _ids(ds) -> set[str]:
+    return {ds.image_id(i) for i in range(len(ds))}
+
+
+def test_named_groups_are_held_out_whole():
+    ids = [f"{seq}_{i:05d}" for seq in ("0001TP", "0006R0", "0016E5") for i in range(4)]
+    h = make_holdout(ids, groups=["0006R0"], from_split="train+val")
+    assert h["val"] == [f"0006R0_{i:05d}" for i in range(4)] and h["groups"] == ["0006R0"] and h["named"]
+    two = make_holdout(ids, groups=["0016E5", "0001TP"])
+    assert len(two["val"]) == 8 and not any(v.startswith("0006R0") for v in two["val"])
+    with pytest.raises(ConfigError, match="do not have: its groups are 0001TP, 0006R0, 0016E5"):
+        make_holdout(ids, groups=["0005VD"])
+    with pytest.raises(ConfigError, match="leave at least one"):
+        make_holdout(ids, groups=["0001TP", "0006R0", "0016E5"])
+    with pytest.raises(ConfigError, match="needs groups"):
+        make_holdout(ids, groups=["0001TP"], group_by="none")
+
+
+def test_train_holds_out_the_named_group_and_eval_scores_it(split_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                                 "--holdout-groups", "site2", "--out", out], capsys)
+    assert code == 0, err
+    assert "--holdout-groups, in place of the dataset's own 'val'" in stdout and "named by --holdout-groups" in stdout
+    h = json.loads((out / "config.json").read_text())["holdout"]
+    assert h["groups"] == ["site2"] and h["forced"]
+    val, train = open_split(split_data, "val", h), open_split(split_data, "train+val", h)
+    assert _ids(val) == set(h["val"]) and all(i.startswith("site2_") for i in h["val"])
+    assert not any(i.startswith("site2_") for i in _ids(train)) and len(train) + len(val) == 30
+    scored = evaluate(out / "last.pt", split_data)
+    assert scored["images"] == len(val) and scored["held_out"]
+    # an unknown group is one line, exit 2
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                            "--holdout-groups", "site9", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "site9" in err and len(err.strip().splitlines()) == 1
+
+
+def test_card_reports_the_sequence_hold_out_and_ranks_above_val(split_data, tmp_path, capsys):
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    held_run, val_run = tmp_path / "held", tmp_path / "plain"
+    for run, extra in ((held_run, ["--train-split", "train+val", "--holdout-groups", "site1"]), (val_run, [])):
+        code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--out", run, *extra], capsys)
+        assert code == 0, err
+    held = publish(held_run, "held-seq", data=split_data, command="edgeseg train ...", zoo_dir=zoo_dir)
+    plain = publish(val_run, "plain-val", data=split_data, command="edgeseg train ...", zoo_dir=zoo_dir)
+    assert held["holdout"]["groups"] == ["site1"] and held["holdout"]["val_in_training"]
+    assert held["holdout"]["miou"] == held["metrics"]["val_miou"] == pytest.approx(
+        evaluate(zoo_dir / "held-seq.pt", split_data)["miou"])
+    assert plain["holdout"]["groups"] is None and plain["holdout"]["why"]
+    md = (zoo_dir / "held-seq.md").read_text()
+    assert "| sequence hold-out mIoU | **" in md and "of site1, whole sequence(s)" in md
+    assert "val mIoU | not scored: the val images are in its training data" in md
+    assert "Per-class IoU (sequence hold-out site1)" in md
+    assert "sequence hold-out mIoU | not measured" in (zoo_dir / "plain-val.md").read_text()
+    # the held-out card ranks first even where the val-scored card's number is higher
+    plain["metrics"]["val_miou"] = 0.99
+    (zoo_dir / "plain-val.json").write_text(json.dumps(plain))
+    assert zoo.default_model_name(zoo_dir) == "held-seq"
+    index = render_zoo_index(zoo_dir)
+    assert "`held-seq` (default)" in index and "(site1) | -" in index and "| - | 0.9900 |" in index
+
+
+def test_compression_keeps_the_hold_out(split_data, tmp_path, capsys):
+    """Fine-tuning must not see the held-out sequence, and the int8 variant is scored on it."""
+    from edgeseg.compress.common import Data
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                            "--holdout-groups", "site3", "--out", run], capsys)
+    assert code == 0, err
+    h = json.loads((run / "config.json").read_text())["holdout"]
+    d = Data(split_data, open_split(split_data, "val", h).info, 4, holdout=h)
+    assert _ids(d.val) == set(h["val"])
+    assert not _ids(d.train) & set(h["val"]) and len(d.train) + len(d.val) == 30
+
+
+@pytest.mark.slow
+def test_compressed_variant_is_scored_on_the_hold_out(split_data, tmp_path, capsys):
+    pytest.importorskip("nncf")
+    from edgeseg.checkpoints import load_model
+    from edgeseg.compress_run import compress
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                            "--holdout-groups", "site3", "--out", run], capsys)
+    assert code == 0, err
+    out = tmp_path / "c"
+    compress(run / "best.pt", split_data, qat=True, steps=1, batch_size=2, calib_images=2, runs=1, out=out,
+             log=lambda *_: None)
+    _, _, ckpt = load_model(out / "int8_qat.pt")
+    h = json.loads((run / "config.json").read_text())["holdout"]
+    assert ckpt["config"]["holdout"] == h
+    scored = evaluate(out / "int8_qat.pt", split_data)
+    assert scored["held_out"] and scored["images"] == len(h["val"])
