@@ -61,6 +61,9 @@ def test_train_holds_out_the_named_group_and_eval_scores_it(split_data, tmp_path
     val, train = open_split(split_data, "val", h), open_split(split_data, "train+val", h)
     assert _ids(val) == set(h["val"]) and all(i.startswith("site2_") for i in h["val"])
     assert not any(i.startswith("site2_") for i in _ids(train)) and len(train) + len(val) == 30
+    # one part of the joined source (build's calibration reads 'train') leaves the hold-out out too
+    part = open_split(split_data, "train", h)
+    assert not _ids(part) & set(h["val"]) and _ids(part) < _ids(train)
     scored = evaluate(out / "last.pt", split_data)
     assert scored["images"] == len(val) and scored["held_out"]
     # an unknown group is one line, exit 2
@@ -127,3 +130,12 @@ def test_compressed_variant_is_scored_on_the_hold_out(split_data, tmp_path, caps
     assert ckpt["config"]["holdout"] == h
     scored = evaluate(out / "int8_qat.pt", split_data)
     assert scored["held_out"] and scored["images"] == len(h["val"])
+
+
+def test_data_check_says_when_val_shares_groups_with_train(split_data, tiny_camvid, capsys):
+    code, out, err = run_cli(["data", "check", split_data], capsys)
+    assert code == 0, err
+    note = [ln for ln in out.splitlines() if ln.startswith("note: val shares name groups")]
+    assert len(note) == 1 and "--holdout-groups GROUP" in note[0] and "site0 (6)" in note[0]
+    code, out, _ = run_cli(["data", "check", tiny_camvid], capsys)
+    assert code == 0 and "shares name groups" not in out

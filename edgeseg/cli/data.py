@@ -58,13 +58,41 @@ def download_cmd(
     typer.echo(f"{name} is in {dest}")
 
 
-def _print_split_plan(splits: list[str], train_ds, train_split: str) -> set[str]:
+def _group_sizes(ds) -> dict[str, int]:
+    from edgeseg.data.holdout import group_of
+
+    sizes: dict[str, int] = {}
+    for i in range(len(ds)):
+        g = group_of(ds.image_id(i))
+        sizes[g] = sizes.get(g, 0) + 1
+    return sizes
+
+
+def _warn_shared_groups(train_ds, val_ds, train_split: str) -> None:
+    """Val frames from a group (video sequence, patient) that training also draws from have
+    near-copies in training, so val flatters: say so, and how to hold out whole groups."""
+    if val_ds is None:
+        return
+    train_g, val_g = _group_sizes(train_ds), _group_sizes(val_ds)
+    shared = sorted(g for g in val_g if g is not None and g in train_g)
+    if not shared or None in train_g or None in val_g:
+        return
+    both = {g: train_g.get(g, 0) + val_g.get(g, 0) for g in set(train_g) | set(val_g)}
+    listed = ", ".join(f"{g} ({both[g]})" for g in sorted(both))
+    counts = ", ".join(f"{g}: {val_g[g]} val / {train_g[g]} {train_split} images" for g in shared[:3])
+    typer.echo(f"note: val shares name groups with '{train_split}' ({counts}), so its score flatters the model; "
+               f"to score unseen groups, train with --train-split {train_split}+val --holdout-groups GROUP "
+               f"(groups: {listed})")
+
+
+def _print_split_plan(splits: list[str], train_ds, train_split: str, val_ds=None) -> set[str]:
     """Say which splits `edgeseg train` would train and validate on; returns the ids it would hold out."""
     from edgeseg.data.holdout import describe_holdout, make_holdout
     from edgeseg.errors import EdgesegError
 
     if "val" in splits:
         typer.echo(f"edgeseg train would train on '{train_split}' and validate on 'val'")
+        _warn_shared_groups(train_ds, val_ds, train_split)
         return set()
     ids = [train_ds.image_id(i) for i in range(len(train_ds))]
     try:
@@ -173,7 +201,7 @@ def check_cmd(
     train_split = "train" if "train" in balance else next(iter(balance), None)
     if train_split is not None:
         ds, per_image = balance[train_split]
-        held = _print_split_plan(splits, ds, train_split)
+        held = _print_split_plan(splits, ds, train_split, (balance.get("val") or (None,))[0])
         _print_balance(console, train_split, ds, [v for k, v in per_image.items() if k not in held], bool(held))
     if problems:
         for p in problems[:show]:

@@ -211,7 +211,13 @@ def open_split(data, split: str, holdout: dict | None = None, *, fmt: str = "aut
     if holdout and (held_out(data, split, holdout, fmt=fmt) or split == holdout.get("from")):
         base = open_joined(data, holdout["from"], fmt=fmt, must=True)
         return subset(base, holdout["val"], split=split, exclude=split != holdout.get("split", "val"))
-    return open_joined(data, split, fmt=fmt)
+    ds = open_joined(data, split, fmt=fmt)
+    if ds is not None and holdout and split in holdout.get("from", "").split("+"):
+        # one part of a joined source ('train' of 'train+val'): without its held-out images,
+        # so calibration never reads a sequence the training held out
+        held = set(holdout["val"]) & {ds.image_id(i) for i in range(len(ds))}
+        return subset(ds, held, split=split, exclude=True)
+    return ds
 
 
 def _native(data, fmt: str, holdout: dict) -> list[str]:
