@@ -139,3 +139,38 @@ def test_data_check_says_when_val_shares_groups_with_train(split_data, tiny_camv
     assert len(note) == 1 and "--holdout-groups GROUP" in note[0] and "site0 (6)" in note[0]
     code, out, _ = run_cli(["data", "check", tiny_camvid], capsys)
     assert code == 0 and "shares name groups" not in out
+
+
+def test_a_second_phase_starts_from_the_weights_and_keeps_the_hold_out(split_data, tmp_path, capsys):
+    import torch
+
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                            "--holdout-groups", "site4", "--img-size", "32x32", "--out", first], capsys)
+    assert code == 0, err
+    seen = {}
+
+    def spy(self, state, *a, **k):  # the weights the second phase starts from
+        seen.update({k: v.clone() for k, v in state.items()})
+        return real(self, state, *a, **k)
+
+    real = torch.nn.Module.load_state_dict
+    torch.nn.Module.load_state_dict = spy
+    try:
+        code, out, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                                  "--init-from", first / "last.pt", "--img-size", "32x48", "--lr", "1e-4",
+                                  "--out", second], capsys)
+    finally:
+        torch.nn.Module.load_state_dict = real
+    assert code == 0, err
+    assert "--init-from: keeping its hold-out" in out and "of site4" in out
+    cfg1, cfg2 = (json.loads((p / "config.json").read_text()) for p in (first, second))
+    assert cfg2["holdout"] == cfg1["holdout"] and cfg2["img_size"] == [32, 48]
+    saved = torch.load(first / "last.pt", weights_only=True)["state_dict"]
+    assert seen and all(torch.equal(seen[k], v) for k, v in saved.items())
+    # another model, another split, another hold-out: one line each, exit 2
+    for extra in (["--model-arg", "base_channels=8"], ["--train-split", "train"], ["--holdout-groups", "site0"]):
+        args = ["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                "--init-from", first / "last.pt", "--out", tmp_path / f"bad{len(extra[1])}", *extra]
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "--init-from" in err and len(err.strip().splitlines()) == 1, err

@@ -78,6 +78,9 @@ def train_cmd(
                                                                "comma-separated (e.g. 0001TP: train on the other "
                                                                "video sequences, validate on that one); implies "
                                                                "--holdout-val.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint's weights with a fresh "
+                                                         "optimizer and schedule (a second phase, e.g. larger "
+                                                         "crops); keeps its hold-out.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Data without a val split (or --holdout-val): hold out "
                                                                "this share of the training images as validation [0.1].")] = None,
     val_group: Annotated[Optional[str], typer.Option(help="How held-out images are grouped: auto (whole groups by name "
@@ -102,6 +105,7 @@ def train_cmd(
         "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction, "val_group": val_group,
         "train_split": train_split, "holdout_val": holdout_val,
         "holdout_groups": [g.strip() for g in holdout_groups.split(",") if g.strip()] if holdout_groups else None,
+        "init_from": str(init_from) if init_from else None,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:

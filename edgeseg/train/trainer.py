@@ -62,6 +62,9 @@ class TrainConfig:
     holdout: dict | None = None  # the held-out image ids, chosen once and kept for resume/eval/build
     holdout_val: bool = False  # hold out val from train_split even where the dataset has a val split
     holdout_groups: list[str] | None = None  # hold out exactly these groups (e.g. ["0001TP"]); implies holdout_val
+    #: start from this checkpoint's weights with a fresh optimizer and schedule: a second phase
+    #: (e.g. full-resolution crops after a low-resolution phase); its hold-out is kept
+    init_from: str | None = None
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     rotate: float = 0.0
@@ -280,6 +283,40 @@ class _Progress:
             self.bar.remove_task(task)
 
 
+def _init_weights(cfg: TrainConfig, log) -> dict:
+    """The checkpoint a new phase starts from (weights only, loaded without running code);
+    the run takes its model and, where it held images out, the same hold-out, so the second
+    phase never trains on the images the first one was scored on."""
+    from edgeseg.data.holdout import holdout_of
+
+    from edgeseg import zoo
+
+    if not Path(cfg.init_from).exists() and zoo.is_zoo_name(cfg.init_from):
+        ckpt = zoo.load_zoo_checkpoint(cfg.init_from)
+    else:
+        ckpt = load_checkpoint(cfg.init_from)
+    model = ckpt.get("model") or {}
+    if not isinstance(model, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ConfigError(f"--init-from '{cfg.init_from}' is not an edgeseg checkpoint (no model / state_dict)")
+    if model.get("name") != cfg.model or dict(model.get("kwargs") or {}) != dict(cfg.model_kwargs):
+        raise ConfigError(f"--init-from '{cfg.init_from}' holds {model.get('name')} {model.get('kwargs') or ''}, not "
+                          f"{cfg.model} {cfg.model_kwargs or ''}: pass the same --model and --model-arg")
+    if ckpt.get("quantization") or ckpt.get("pruning"):
+        raise ConfigError(f"--init-from '{cfg.init_from}' is a compressed checkpoint: start from a float one")
+    holdout = holdout_of(ckpt)
+    if holdout is not None and cfg.holdout is None:
+        if cfg.train_split != holdout["from"]:
+            raise ConfigError(f"--init-from '{cfg.init_from}' was trained with images held out of "
+                              f"'{holdout['from']}': pass --train-split {holdout['from']} so the same images stay out")
+        if cfg.holdout_groups and sorted(cfg.holdout_groups) != sorted(holdout.get("groups") or []):
+            raise ConfigError(f"--init-from '{cfg.init_from}' held out {', '.join(holdout.get('groups') or ['single images'])}"
+                              f", not {', '.join(cfg.holdout_groups)}: drop --holdout-groups (the hold-out is kept)")
+        cfg.holdout = holdout
+        log(f"--init-from: keeping its hold-out ({len(holdout['val'])} images"
+            f"{' of ' + ', '.join(holdout['groups']) if holdout.get('groups') else ''})")
+    return ckpt
+
+
 def open_train_val(cfg: TrainConfig, log=print):
     """The training and validation sets; a dataset with no val split gets a seeded hold-out of train."""
     from edgeseg.data import available_splits, open_dataset
@@ -333,6 +370,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         start_epoch = state["train_state"]["epoch"] + 1
         best_miou, best_epoch = state["train_state"]["best_miou"], state["train_state"]["best_epoch"]
     cfg.validate()
+    init = _init_weights(cfg, log) if state is None and cfg.init_from else None
     if state is None and holds_run(cfg.out):
         raise ConfigError(f"--out '{cfg.out}' already holds a training run (last.pt / metrics.jsonl): continue it "
                           f"with --resume {Path(cfg.out) / 'last.pt'}, or give another --out")
@@ -393,6 +431,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         model = model.to(memory_format=torch.channels_last)
     if state is not None:
         unwrap(model).load_state_dict(state["state_dict"])
+    elif init is not None:
+        try:
+            unwrap(model).load_state_dict(init["state_dict"])
+        except RuntimeError as exc:
+            raise ConfigError(f"--init-from '{cfg.init_from}' does not fit {cfg.model} with {info.num_classes} "
+                              f"classes ({str(exc).splitlines()[0]}): give a checkpoint of the same model") from None
 
     train_sampler = DistributedSampler(train_set, seed=cfg.seed, drop_last=True) if dist.world_size() > 1 else None
     val_sampler = DistributedSampler(val_set, shuffle=False) if dist.world_size() > 1 else None
