@@ -20,7 +20,7 @@ PACKAGE = Path(edgeseg.__file__).parent
 #: lowest first; a unit may import its own unit, and units of lower layers
 LAYERS = [
     {"edgeseg", "errors", "native_logs", "machine"},
-    {"progress", "files", "sizes"},
+    {"progress", "files", "sizes", "ssh"},
     {"data", "recipes"},
     {"zoo"},
     {"models"},

@@ -190,3 +190,26 @@ def test_a_runner_that_dies_mid_run_is_one_line_and_cleaned(device, art, tmp_pat
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
     assert len(err) == 1 and "connection to 'loopback' was lost during the benchmark" in err[0], err
     assert _left_on_device() == before
+
+
+def test_a_copy_that_times_out_half_way_leaves_nothing(device):
+    """The folder's name is chosen here, so a copy whose ssh times out after the device made
+    the folder (a slow link, a loaded device) is still removed."""
+    from edgeseg.ssh import Remote, RemoteTimeout, device_folder, pack
+
+    class SlowLink(Remote):
+        def run(self, command, **kw):
+            p = super().run(command, **kw)
+            if kw.get("what") == "the copy":  # the device did the work; the answer came too late
+                raise RemoteTimeout("the copy timed out")
+            return p
+
+    before = _left_on_device()
+    remote = SlowLink("loopback", ssh_config=device["config"], timeout=30)
+    with pytest.raises(RemoteTimeout):
+        with device_folder(remote, pack({"x.txt": b"x"})):
+            pass
+    assert _left_on_device() == before
+    with device_folder(Remote("loopback", ssh_config=device["config"]), pack({"x.txt": b"x"})) as where:
+        assert (Path(where["folder"]) / "x.txt").read_bytes() == b"x" and Path(where["folder"]).stat().st_mode & 0o77 == 0
+    assert where["removed"] and _left_on_device() == before

@@ -22,94 +22,25 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shlex
-import subprocess
-import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.ssh import Remote, RemoteError, device_folder, pack
 
-#: the temporary folder the runner gets on the device (checked before it is removed)
-REMOTE_DIR = re.compile(r"^/[\w./-]*/edgeseg-bench\.[A-Za-z0-9]+$")
-
-
-class RemoteError(EdgesegError):
-    """The device could not be reached, refused us, lacks the runtime, or failed mid-run."""
-
-
-def _why(host: str, stderr: str, what: str = "the command") -> str:
-    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip() and not ln.startswith("Warning:")]
-    if not lines:
-        return (f"the connection to '{host}' was lost during {what} (ssh said nothing): did the device reboot, "
-                f"lose its network, or kill the process (out of memory)?")
-    line = lines[-1]
-    text = " ".join(lines)
-    if "Could not resolve hostname" in text:
-        return f"cannot reach '{host}': the host name is unknown ({line}): check the name or its Host entry in ~/.ssh/config"
-    if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-        return (f"'{host}': ssh could not verify the device's host key ({line}): connect once with `ssh {host}` "
-                f"and check the key it shows")
-    if "Permission denied" in text:
-        return (f"'{host}' refused the login ({line}): put your public key in the device's "
-                f"~/.ssh/authorized_keys (ssh-copy-id {host}) or load it into your agent")
-    if any(s in text for s in ("Connection refused", "timed out", "No route to host", "Network is unreachable")):
-        return f"cannot reach '{host}' ({line}): is the device on, on the network, and running sshd?"
-    return f"ssh to '{host}' failed ({line})"
-
-
-class Remote:
-    """Commands on one device through the system ssh."""
-
-    def __init__(self, host: str, *, ssh_config=None, timeout: float = 600, connect_timeout: int = 15):
-        if not host or host.startswith("-"):
-            raise RemoteError(f"--remote {host!r} is not a host: give a Host of ~/.ssh/config or user@host[:port]")
-        self.host, self.timeout = host, float(timeout)
-        target, port = host, None
-        m = re.fullmatch(r"(.+?):(\d+)", host)
-        if m:
-            target, port = m.group(1), m.group(2)
-        self.args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}"]
-        if ssh_config:
-            self.args += ["-F", str(ssh_config)]
-        if port:
-            self.args += ["-p", port]
-        self.args += ["--", target]
-
-    def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
-            what: str = "the command") -> subprocess.CompletedProcess:
-        try:
-            p = subprocess.run([*self.args, command], input=stdin if stdin is not None else b"",
-                               capture_output=True, timeout=timeout or self.timeout)
-        except subprocess.TimeoutExpired:
-            raise RemoteError(f"'{self.host}' did not finish {what} within {timeout or self.timeout:.0f} s: "
-                              f"pass a longer --remote-timeout or check the device") from None
-        except FileNotFoundError:
-            raise RemoteError("the ssh program is not installed here (apt-get install openssh-client)") from None
-        if p.returncode == 255:
-            raise RemoteError(_why(self.host, p.stderr.decode("utf-8", "replace"), what))
-        return p
+__all__ = ["bench_remote", "load_devices", "run_fleet", "fleet_markdown", "fleet_html", "RemoteError"]
 
 
 def _pack(artifact: Path, manifest: dict, script: str, inputs: dict) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-
-        for name in sorted(set(manifest["files"].values())):
-            add(name, (artifact / name).read_bytes())  # read_manifest checked they lie inside the folder
-        add("manifest.json", json.dumps(manifest).encode())
-        add("runner.py", script.encode())
-        npz = io.BytesIO()
-        np.savez(npz, **inputs)
-        add("inputs.npz", npz.getvalue())
-    return buf.getvalue()
+    files = {name: (artifact / name).read_bytes()  # read_manifest checked they lie inside the folder
+             for name in sorted(set(manifest["files"].values()))}
+    npz = io.BytesIO()
+    np.savez(npz, **inputs)
+    files.update({"manifest.json": json.dumps(manifest).encode(), "runner.py": script.encode(),
+                  "inputs.npz": npz.getvalue()})
+    return pack(files)
 
 
 def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: int = 100, warmup: int = 10,
@@ -146,14 +77,8 @@ def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: in
     payload = _pack(artifact, manifest, script, inputs)
     remote = Remote(host, ssh_config=ssh_config, timeout=timeout)
     say(f"remote: copying {len(payload) / 1e6:.1f} MB to {host}")
-    p = remote.run('d=$(mktemp -d "${TMPDIR:-/tmp}/edgeseg-bench.XXXXXXXX") && tar -x -m -C "$d" && echo "$d"',
-                   stdin=payload, what="the copy")
-    folder = p.stdout.decode().strip().splitlines()[-1] if p.stdout.strip() else ""
-    if p.returncode != 0 or not REMOTE_DIR.match(folder):
-        raise RemoteError(f"'{host}' could not unpack the artifact into a temporary folder "
-                          f"({(p.stderr.decode(errors='replace').strip().splitlines() or ['no message'])[-1]})")
-    removed = False
-    try:
+    with device_folder(remote, payload, "bench", say) as where:
+        folder = where["folder"]
         cmd = (f"cd {shlex.quote(folder)} && {python} runner.py --runs {int(runs)} --warmup {int(warmup)} "
                f"--threads {int(threads or 0)}")
         say(f"remote: {int(warmup)} warm-up and {int(runs)} timed runs{f', {len(pairs)} images' if pairs else ''} "
@@ -175,11 +100,7 @@ def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: in
             if got.returncode != 0:
                 raise RemoteError(f"'{host}' lost the predictions ({got.stderr.decode(errors='replace').strip()})")
             maps = np.load(io.BytesIO(got.stdout))["classes"]
-    finally:
-        try:
-            removed = remote.run(f"rm -rf -- {shlex.quote(folder)}", timeout=60, what="the clean-up").returncode == 0
-        except RemoteError as exc:
-            say(f"warning: could not remove {folder} on {host}: {exc}")
+    removed = where["removed"]
     acc = None
     if maps is not None:
         pre.output_kind, pre.output_size = "classes", tuple(maps.shape[1:])
