@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import make_camvid, tiny_checkpoint
 
@@ -162,12 +163,13 @@ def test_a_bad_devices_file_is_one_line(tmp_path, capsys, text, words):
 
 
 def test_every_runner_is_self_contained():
-    """Each unit's runner script imports only the standard library, numpy and its runtime."""
+    """Each unit's runner script imports only the standard library, numpy, its runtime and (for
+    the demo and its pre-processing only, inside functions) OpenCV."""
     import ast
 
     from edgeseg.formats import get_unit, unit_names
 
-    allowed = {"json", "os", "platform", "sys", "time", "numpy"}
+    allowed = {"json", "os", "platform", "struct", "sys", "time", "zlib", "numpy", "cv2"}
     for name in unit_names():
         unit = get_unit(name)
         if not unit.plain_module:
@@ -213,3 +215,85 @@ def test_a_copy_that_times_out_half_way_leaves_nothing(device):
     with device_folder(Remote("loopback", ssh_config=device["config"]), pack({"x.txt": b"x"})) as where:
         assert (Path(where["folder"]) / "x.txt").read_bytes() == b"x" and Path(where["folder"]).stat().st_mode & 0o77 == 0
     assert where["removed"] and _left_on_device() == before
+
+
+# -- edgeseg demo --remote
+
+def _left_demo() -> list[str]:
+    return sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("edgeseg-demo.*"))
+
+
+@pytest.fixture(scope="module")
+def cv_python(device):
+    """A "device" Python with numpy, onnxruntime and OpenCV (what a camera demo needs there)."""
+    import cv2
+
+    here = Path(cv2.__file__).parents[1]
+    libs = [p.name for p in here.glob("opencv*.libs")]
+    return str(loopback_device.device_python(device["root"] / "cv-env",
+                                             ["numpy", "numpy.libs", "onnxruntime", "cv2", *libs]))
+
+
+@pytest.fixture(scope="module")
+def clip(art, tmp_path_factory):
+    """A lossless video "on the device" made of the dataset's images."""
+    import cv2
+
+    _, data = art
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    frames = sorted((Path(data) / "val").glob("*.png"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 5, (W, H))
+    for f in frames:
+        writer.write(cv2.imread(str(f)))
+    writer.release()
+    return path, len(frames)
+
+
+def remote_demo(device, art, python, source, *extra):
+    artifact, _ = art
+    return main(["demo", "--remote", "loopback", "--ssh-config", str(device["config"]), "--remote-python", python,
+                 "--artifact", str(artifact), "--source", str(source), "--no-window", "--threads", "1",
+                 *map(str, extra)])
+
+
+def test_remote_demo_records_the_devices_predictions(device, art, cv_python, clip, tmp_path, capsys):
+    """The class maps drawn here are the ones the model predicted on the device: the lossless
+    recording in mask mode holds exactly the local predictor's colours for every frame."""
+    import cv2
+
+    from edgeseg.demo.render import palette_bgr
+    from edgeseg.formats import load_predictor
+
+    video, n = clip
+    before = _left_demo()
+    out, js = tmp_path / "out.avi", tmp_path / "s.json"
+    assert remote_demo(device, art, cv_python, video, "--mode", "mask", "--no-hud", "--record", out,
+                       "--json", js) == 0, capsys.readouterr().err
+    s = json.loads(js.read_text())
+    assert s["frames"] == n and s["remote"]["removed"] and s["remote"]["runtime_versions"]["onnxruntime"]
+    assert s["latency_ms"]["model"]["p50"] > 0 and _left_demo() == before
+    predictor = load_predictor(art[0], threads=1)
+    lut = palette_bgr(predictor.manifest["colors"])
+    src, rec = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(out))
+    for _ in range(n):
+        ok1, frame = src.read()
+        ok2, drawn = rec.read()
+        assert ok1 and ok2
+        expected = lut[predictor.predict(np.ascontiguousarray(frame[:, :, ::-1]))]
+        assert np.array_equal(drawn, expected)
+    assert not rec.read()[0]
+    assert "on loopback" in capsys.readouterr().out
+
+
+def test_remote_demo_failures_are_one_line_and_cleaned(device, art, cv_python, clip, tmp_path, capsys):
+    video, _ = clip
+    before = _left_demo()
+    cases = [(device["python"], video, "has no cv2"), (cv_python, tmp_path / "no-such.avi", "cannot open the source"),
+             ("/nonexistent/python3", video, "--remote-python")]
+    for python, source, words in cases:
+        record = tmp_path / "r.avi"
+        assert remote_demo(device, art, python, source, "--record", record) == 2
+        err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("remote:")]
+        assert len(err) == 1 and words in err[0], err
+        assert not record.exists() and not list(tmp_path.glob(".r.*"))  # no half-written recording
+    assert _left_demo() == before

@@ -47,15 +47,36 @@ def demo_cmd(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON.")] = None,
     screenshot_dir: Annotated[Path, typer.Option(help="Folder for screenshots (key s).")] = Path("."),
     window_backend: Annotated[WindowBackend, typer.Option(help="auto | opencv (GUI build) | tk.")] = WindowBackend.auto,
+    remote: Annotated[Optional[str], typer.Option(
+        help="Run on this device over ssh (a Host of ~/.ssh/config or user@host[:port]) against --source there "
+             "(its camera index or a file on the device); the overlay comes back here.")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the device (with numpy, OpenCV and the runtime).")] = "python3",
+    ssh_config: Annotated[Optional[Path], typer.Option(help="ssh config file (default: ssh's own, ~/.ssh/config).")] = None,
+    remote_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds the device may take in all.")] = 600.0,
 ):
     """Run a segmentation artifact live on a camera, video, stream or folder."""
     from edgeseg.demo import DemoConfig, format_summary, open_source, resolve_artifact, run_demo
 
+    log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    if remote:
+        from edgeseg.demo.remote import run_remote_demo
+
+        art = resolve_artifact(artifact, model, target, precision, log=log)
+        summary = run_remote_demo(art, remote, source=source, record=record, window=window, max_frames=max_frames,
+                                  alpha=alpha, mode=mode.value, hud=hud, threads=threads, python=remote_python,
+                                  ssh_config=ssh_config, timeout=remote_timeout, json_path=json_out,
+                                  window_backend=window_backend.value, log=log)
+        typer.echo(format_summary(summary))
+        typer.echo(f"  on {remote}: {(summary['remote'].get('machine') or {}).get('cpu', '?')}; its folder "
+                   f"{'was removed' if summary['remote']['removed'] else 'could NOT be removed'}")
+        if summary["frames"] == 0:
+            typer.echo("error: no frame was processed", err=True)
+            raise typer.Exit(3)
+        return
     open_source(source)  # a missing file: one line before any model is built
     if not window and record is None and json_out is None:
         typer.echo("note: --no-window without --record or --json shows nothing; the summary is printed at the end",
                    err=True)
-    log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     art = resolve_artifact(artifact, model, target, precision, log=log)
     cfg = DemoConfig(artifact=art, source=source, window=window, record=record, max_frames=max_frames,
                      alpha=alpha, mode=mode.value, hud=hud, workers=workers, threads=threads,

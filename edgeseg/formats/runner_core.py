@@ -9,6 +9,12 @@ writes their class maps (argmax on the device) to ``outputs.npz``, and prints on
 latency, peak memory, the device's machine info and runtime versions. A runtime that is
 missing is a JSON error line and exit code 3.
 
+With ``--source SRC`` it runs ``edgeseg demo --remote`` instead: frames from the device's
+camera (an index) or file, each pre-processed here (:func:`prepare`, the same code
+``Predictor.preprocess`` runs), run, reduced to a class map, and streamed to stdout as framed
+records (:func:`emit`: the frame as JPEG, the class map zlib-packed, the timings), then an
+end record. That mode needs OpenCV (``cv2``) on the device too.
+
 The unit's ``plain.py`` defines ``load(folder, manifest, threads)`` (an object with
 ``set_input(x)``, ``run()``, ``output()``) and ``versions()``.
 """
@@ -22,6 +28,131 @@ import time
 import numpy as np
 
 EXIT_MISSING = 3
+EXIT_SOURCE = 4
+_INT_DTYPES = ("int8", "uint8", "int16", "int32")
+
+
+# -- pre-processing (Predictor.preprocess runs these too, so device and laptop agree)
+
+def fit_image(image, size, fit, fill):
+    """uint8 HxWx3 -> the model's HxW: ``resize``, or ``pad`` bottom/right with ``fill`` (an
+    image larger than the size is first scaled down keeping its aspect). Returns
+    ``(image, {"orig": (h, w), "content": (h, w)})``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    th, tw = size
+    meta = {"orig": (h, w)}
+    if fit == "resize":
+        img = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR) if (h, w) != (th, tw) else image
+        meta["content"] = (th, tw)
+        return img, meta
+    scale = min(1.0, th / h, tw / w)
+    if scale < 1.0:
+        nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+        img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    else:
+        img, nh, nw = image, h, w
+    if (nh, nw) != (th, tw):
+        img = cv2.copyMakeBorder(img, 0, th - nh, 0, tw - nw, cv2.BORDER_CONSTANT, value=tuple(fill))
+    meta["content"] = (nh, nw)
+    return img, meta
+
+
+def norm_coefficients(mean, std):
+    """(v / 255 - mean) / std as one multiply-add per channel: ``v * scale + bias``."""
+    std = np.asarray(std, np.float32).reshape(3)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    bias = (-np.asarray(mean, np.float32).reshape(3) / std).astype(np.float32)
+    return scale, bias
+
+
+def normalize(img, scale, bias, layout="NCHW"):
+    """uint8 H x W x 3 -> float32 1 x 3 x H x W (or 1 x H x W x 3). Channel by channel into one
+    preallocated array: about 10x faster than the textbook three-pass expression on a 384x480
+    image, which matters in the demo's frame loop."""
+    h, w = img.shape[:2]
+    if layout == "NHWC":
+        x = np.empty((1, h, w, 3), np.float32)
+        np.multiply(img, scale, out=x[0], casting="unsafe")
+        x[0] += bias
+        return x
+    x = np.empty((1, 3, h, w), np.float32)
+    for c in range(3):
+        np.multiply(img[:, :, c], scale[c], out=x[0, c], casting="unsafe")
+        x[0, c] += bias[c]
+    return x
+
+
+def quantize(x, quant, dtype):
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(x / float(quant["scale"])) + int(quant["zero_point"])
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def prepare(image, manifest):
+    """uint8 RGB HxWx3 -> ``(model input, meta)`` from the manifest alone."""
+    inp = manifest["input"]
+    img, meta = fit_image(image, tuple(int(v) for v in inp["size"]), inp.get("fit", "pad"), inp["pad_rgb"])
+    x = normalize(img, *norm_coefficients(manifest["mean"], manifest["std"]), inp.get("layout", "NCHW"))
+    dtype = inp.get("dtype", "float32")
+    if dtype in _INT_DTYPES:
+        return quantize(x, inp["quant"], dtype), meta
+    return (x if dtype == "float32" else x.astype(dtype)), meta
+
+
+# -- the demo stream
+
+def emit(out, header, payload=b""):
+    """One record: 4-byte big-endian header length, the JSON header, then ``payload``."""
+    import struct
+
+    head = json.dumps(header).encode()
+    out.write(struct.pack(">I", len(head)) + head + payload)
+    out.flush()
+
+
+def demo(call, manifest, opts, threads):
+    """Frames from ``--source`` through the model, streamed to stdout; returns the exit code."""
+    import zlib
+
+    try:
+        import cv2
+    except ImportError as exc:
+        print(json.dumps({"error": "missing", "module": "cv2", "message": str(exc).splitlines()[0]}), file=sys.stderr)
+        return EXIT_MISSING
+    out = sys.stdout.buffer
+    source = opts["--source"]
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not cap.isOpened():
+        emit(out, {"error": "source", "message": "OpenCV cannot open it (no such camera or file, or no codec)"})
+        return EXIT_SOURCE
+    frames, quality = int(opts.get("--frames", "0")), int(opts.get("--jpeg-quality", "90"))
+    n = 0
+    try:
+        while not frames or n < frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            t0 = time.perf_counter()
+            x, meta = prepare(np.ascontiguousarray(bgr[:, :, ::-1]), manifest)
+            t1 = time.perf_counter()
+            call.set_input(x)
+            call.run()
+            t2 = time.perf_counter()
+            cls = np.ascontiguousarray(_argmax(call.output(), manifest))
+            t3 = time.perf_counter()
+            jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+            packed = zlib.compress(cls.tobytes(), 1)
+            emit(out, {"index": n, "pre_ms": (t1 - t0) * 1e3, "model_ms": (t2 - t1) * 1e3,
+                       "argmax_ms": (t3 - t2) * 1e3, "orig": meta["orig"], "content": meta["content"],
+                       "classes": list(cls.shape), "jpeg": len(jpg), "packed": len(packed)}, jpg + packed)
+            n += 1
+    finally:
+        cap.release()
+    emit(out, {"end": True, "frames": n, "machine": _machine(threads),
+               "runtime_versions": {**versions(), "numpy": np.__version__, "cv2": cv2.__version__}})  # noqa: F821
+    return 0
 
 
 def _stats(samples):
@@ -86,9 +217,13 @@ def main(argv=None):
         call = load(folder, manifest, threads)  # noqa: F821 - defined by the unit's plain.py below
         runtime_versions = versions()  # noqa: F821
     except ImportError as exc:
+        # stdout carries the demo's binary stream: its errors go to stderr
         print(json.dumps({"error": "missing", "module": getattr(exc, "name", None) or str(exc),
-                          "message": str(exc).splitlines()[0] if str(exc) else ""}))
+                          "message": str(exc).splitlines()[0] if str(exc) else ""}),
+              file=sys.stderr if "--source" in opts else sys.stdout)
         return EXIT_MISSING
+    if "--source" in opts:
+        return demo(call, manifest, opts, threads)
     inputs = np.load(os.path.join(folder, "inputs.npz"))
     baseline = _status_mb("VmRSS")
     call.set_input(inputs["latency"])
