@@ -2,8 +2,8 @@
 
 The device needs Python 3, numpy and the runtime, nothing else (neither edgeseg nor torch):
 
-1. here, the images are pre-processed into the model's input (``Predictor.preprocess``, which
-   needs no runtime) and packed with the artifact's files, its manifest and one runner file
+1. here, the images are padded or resized to the model's size (the first half of
+   ``Predictor.preprocess``; the device normalises them with the same code) and packed with the artifact's files, its manifest and one runner file
    (:meth:`edgeseg.formats.base.Unit.runner_script`: the shared core and the format unit's
    plain-runtime half) into a tar stream;
 2. one ``ssh HOST`` unpacks it into a new temporary folder on the device, a second runs the
@@ -53,7 +53,9 @@ def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: in
     from edgeseg.bench.core import SCHEMA_VERSION, latency_image, model_size_mb
     from edgeseg.bench.latency import decode_image
     from edgeseg.formats import get_unit, read_manifest
+    from edgeseg.data.transforms import MEAN_RGB_U8
     from edgeseg.formats.predictor import Predictor
+    from edgeseg.formats.runner_core import fit_image
     from edgeseg.metrics import score
 
     artifact = Path(artifact)
@@ -65,15 +67,19 @@ def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: in
     script = get_unit(manifest["runtime"]).runner_script()
     pre = Predictor(artifact, manifest)  # pre/post-processing only: no runtime needed here
     encoded, image_source = latency_image(manifest, data, split)
-    inputs = {"latency": pre.preprocess(decode_image(encoded))[0]}
+
+    def fitted(image):  # padded / resized to the model's size; the device normalises (to_input)
+        return fit_image(image, pre.input_size, pre.fit, MEAN_RGB_U8)
+
+    inputs = {"latency": fitted(decode_image(encoded))[0]}
     pairs, metas = [], []
     if data is not None:
         ds = open_split(data, split, manifest)
         n = len(ds) if max_images is None else min(len(ds), int(max_images))
         pairs = [ds.read(i) for i in range(n)]
-        xs = [pre.preprocess(img) for img, _ in pairs]
+        xs = [fitted(img) for img, _ in pairs]
         metas = [m for _, m in xs]
-        inputs["images"] = np.concatenate([x for x, _ in xs])
+        inputs["images"] = np.stack([x for x, _ in xs])
     payload = _pack(artifact, manifest, script, inputs)
     remote = Remote(host, ssh_config=ssh_config, timeout=timeout)
     say(f"remote: copying {len(payload) / 1e6:.1f} MB to {host}")

@@ -2,8 +2,8 @@
 the one self-contained script ``edgeseg bench --remote`` copies to the device. It needs only
 Python 3, numpy and the runtime there (neither edgeseg nor torch).
 
-It reads ``manifest.json`` and ``inputs.npz`` (inputs already pre-processed into the model's
-layout, dtype and size on the user's machine) in its folder, times the runtime's bare call
+It reads ``manifest.json`` and ``inputs.npz`` (uint8 images already padded or resized to the
+model's size on the user's machine; :func:`to_input` normalises them here) in its folder, times the runtime's bare call
 as a local bench does (warm-up, then timed runs), runs every image of ``inputs.npz`` and
 writes their class maps (argmax on the device) to ``outputs.npz``, and prints one JSON line:
 latency, peak memory, the device's machine info and runtime versions. A runtime that is
@@ -90,15 +90,22 @@ def quantize(x, quant, dtype):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
+def to_input(img, manifest):
+    """A uint8 image already at the model's size -> the model's input (normalised, laid out,
+    cast or quantised), from the manifest alone."""
+    inp = manifest["input"]
+    x = normalize(img, *norm_coefficients(manifest["mean"], manifest["std"]), inp.get("layout", "NCHW"))
+    dtype = inp.get("dtype", "float32")
+    if dtype in _INT_DTYPES:
+        return quantize(x, inp["quant"], dtype)
+    return x if dtype == "float32" else x.astype(dtype)
+
+
 def prepare(image, manifest):
     """uint8 RGB HxWx3 -> ``(model input, meta)`` from the manifest alone."""
     inp = manifest["input"]
     img, meta = fit_image(image, tuple(int(v) for v in inp["size"]), inp.get("fit", "pad"), inp["pad_rgb"])
-    x = normalize(img, *norm_coefficients(manifest["mean"], manifest["std"]), inp.get("layout", "NCHW"))
-    dtype = inp.get("dtype", "float32")
-    if dtype in _INT_DTYPES:
-        return quantize(x, inp["quant"], dtype), meta
-    return (x if dtype == "float32" else x.astype(dtype)), meta
+    return to_input(img, manifest), meta
 
 
 # -- the demo stream
@@ -226,7 +233,8 @@ def main(argv=None):
         return demo(call, manifest, opts, threads)
     inputs = np.load(os.path.join(folder, "inputs.npz"))
     baseline = _status_mb("VmRSS")
-    call.set_input(inputs["latency"])
+    # the images come as uint8 at the model's size (a quarter of float input): normalised here
+    call.set_input(to_input(inputs["latency"], manifest))
     for _ in range(warmup):
         call.run()
     samples = []
@@ -239,8 +247,8 @@ def main(argv=None):
               "method": getattr(call, "kind", "runtime call"), "samples_ms": [round(v, 4) for v in samples]}
     if "images" in inputs.files:
         maps = []
-        for x in inputs["images"]:
-            call.set_input(x[None])
+        for img in inputs["images"]:
+            call.set_input(to_input(img, manifest))
             call.run()
             maps.append(_argmax(call.output(), manifest))
         np.savez_compressed(os.path.join(folder, "outputs.npz"), classes=np.stack(maps))
