@@ -128,3 +128,17 @@ def under_a_terminal(args, cwd=None, extra_env=None, pipe_stdout: bool = False):
     stdout = p.stdout.read().decode() if pipe_stdout else None
     code, seen = p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
     return (code, seen, stdout) if pipe_stdout else (code, seen)
+
+
+#: the smallest U-Net `edgeseg train` takes, for tests that drive the command
+TINY_TRAIN = ["--model", "unet", "--model-arg", "base_channels=4", "--model-arg", "depth=2", "--workers", "0",
+              "--no-progress", "--batch-size", "4"]
+
+
+def run_cli(args, capsys):
+    """``edgeseg ARGS`` in-process: (exit code, stdout, stderr)."""
+    from edgeseg.cli.main import main
+
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

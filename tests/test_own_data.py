@@ -11,22 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from edgeseg.cli.main import main
 from edgeseg.data.holdout import make_holdout, open_split
 from edgeseg.errors import ConfigError, DataError
 from edgeseg.losses import suggest_loss
 from edgeseg.metrics import class_map_counts, output_flags
 
-from helpers import make_flat_binary, make_grouped_split
+from helpers import TINY_TRAIN, make_flat_binary, make_grouped_split, run_cli
 
-TINY = ["--model", "unet", "--model-arg", "base_channels=4", "--model-arg", "depth=2", "--workers", "0",
-        "--no-progress", "--batch-size", "4"]
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+TINY = TINY_TRAIN
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,19 @@ def _fuse(predictor) -> None:
     predictor.fuse_preprocessing()
 
 
+def present(picture, recorder, window) -> None:
+    """One drawn picture to the recording and the window (either may be None)."""
+    if recorder is not None:
+        recorder.write(picture)
+    if window is not None:
+        window.show(picture)
+
+
+def ema_fps(fps: float, dt: float) -> float:
+    """The HUD's frame rate: an exponential moving average over the gaps between pictures."""
+    return 1.0 / max(dt, 1e-6) if fps == 0 else 0.9 * fps + 0.1 / max(dt, 1e-6)
+
+
 def run_demo(cfg: DemoConfig, predictors=None) -> dict:
     """Run the demo until the source ends, ``max_frames`` were shown, or the user quits."""
     log = cfg.log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -213,14 +226,10 @@ def run_demo(cfg: DemoConfig, predictors=None) -> dict:
         pic = renderer.compose(fr.image, cls, {"fps": fps_ema, "model_ms": tm["model_ms"],
                                                "e2e_ms": (t0 - fr.t_capture) * 1e3,
                                                "dropped": capture.dropped})
-        if recorder is not None:
-            recorder.write(pic)
-        if window is not None:
-            window.show(pic)
+        present(pic, recorder, window)
         t1 = time.perf_counter()
         if t_last is not None:
-            dt = t1 - t_last
-            fps_ema = (1.0 / dt) if fps_ema == 0 else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+            fps_ema = ema_fps(fps_ema, t1 - t_last)
         t_first = t1 if t_first is None else t_first
         t_last = t1
         last_index = fr.index
@@ -380,4 +389,4 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DemoConfig", "run_demo", "format_summary", "load_predictors", "percentiles"]
+__all__ = ["DemoConfig", "run_demo", "format_summary", "load_predictors", "percentiles", "present", "ema_fps"]

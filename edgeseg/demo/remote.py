@@ -101,7 +101,7 @@ def run_remote_demo(artifact, host: str, *, source: str = "0", record=None, wind
                     stall_timeout: float = 30.0, json_path=None, window_backend: str = "auto",
                     log=lambda s: None) -> dict:
     """Run ``artifact`` on ``host`` against ``source`` there; the summary of :func:`run_demo`'s shape."""
-    from edgeseg.demo.pipeline import percentiles
+    from edgeseg.demo.pipeline import ema_fps, percentiles, present
     from edgeseg.demo.render import Recorder, Renderer, open_window
     from edgeseg.formats import get_unit, read_manifest
     from edgeseg.formats.predictor import Predictor
@@ -165,14 +165,10 @@ def run_remote_demo(artifact, host: str, *, source: str = "0", record=None, wind
                         t0 = time.perf_counter()
                         pic = renderer.compose(frame, cls, {"fps": fps_ema, "model_ms": header["model_ms"],
                                                             "dropped": 0})
-                        if recorder is not None:
-                            recorder.write(pic)
-                        if win is not None:
-                            win.show(pic)
+                        present(pic, recorder, win)
                         t1 = time.perf_counter()
                         if t_last is not None:
-                            dt = max(t1 - t_last, 1e-6)
-                            fps_ema = 1.0 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
+                            fps_ema = ema_fps(fps_ema, t1 - t_last)
                         t_first = t1 if t_first is None else t_first
                         t_last = t1
                         shown += 1
