@@ -22,6 +22,7 @@ from edgeseg.errors import EdgesegError
 
 #: the temporary folders made on the device (checked before one is removed)
 REMOTE_DIR = re.compile(r"^/[\w./-]*/edgeseg-(bench|demo)\.[A-Za-z0-9]+$")
+_MKDIR_FAILED = 90  # the device's exit code where the folder could not be made
 
 
 class RemoteError(EdgesegError):
@@ -107,19 +108,21 @@ def pack(files: dict[str, bytes]) -> bytes:
 
 @contextlib.contextmanager
 def device_folder(remote: Remote, payload: bytes, kind: str = "bench", say=lambda s: None):
-    """A new temporary folder on the device holding the unpacked ``payload``; yields its path
-    and removes it on exit, whatever happened (``removed`` on the yielded list's first item)."""
+    """A new temporary folder on the device holding the unpacked ``payload``; yields
+    ``{"folder": path, "removed": False}`` and removes the folder on exit, whatever happened
+    (``removed`` then says whether that worked)."""
     # the name is chosen here, so a copy that times out half-way can still be removed
     where = f'"${{TMPDIR:-/tmp}}/edgeseg-{kind}.{secrets.token_hex(6)}"'
     try:
-        p = remote.run(f'd={where} && mkdir -m 700 "$d" && tar -x -m -C "$d" && echo "$d"', stdin=payload,
-                       what="the copy")
+        p = remote.run(f'd={where}; mkdir -m 700 "$d" || exit {_MKDIR_FAILED}; tar -x -m -C "$d" && echo "$d"',
+                       stdin=payload, what="the copy")
     except RemoteTimeout:  # the device may have made the folder: remove it (an unreachable one did not)
         _remove(remote, where, say)
         raise
     folder = p.stdout.decode().strip().splitlines()[-1] if p.stdout.strip() else ""
     if p.returncode != 0 or not REMOTE_DIR.match(folder):
-        _remove(remote, where, say)
+        if p.returncode != _MKDIR_FAILED:  # never remove a folder this run did not make
+            _remove(remote, where, say)
         raise RemoteError(f"'{remote.host}' could not unpack the artifact into a temporary folder "
                           f"({(p.stderr.decode(errors='replace').strip().splitlines() or ['no message'])[-1]})")
     state = {"folder": folder, "removed": False}

@@ -52,7 +52,8 @@ def demo_cmd(
              "(its camera index or a file on the device); the overlay comes back here.")] = None,
     remote_python: Annotated[str, typer.Option(help="Python on the device (with numpy, OpenCV and the runtime).")] = "python3",
     ssh_config: Annotated[Optional[Path], typer.Option(help="ssh config file (default: ssh's own, ~/.ssh/config).")] = None,
-    remote_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds the device may take in all.")] = 600.0,
+    remote_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds the copy to the device may take (the "
+                                                                "stream stops after 30 s without a frame).")] = 600.0,
 ):
     """Run a segmentation artifact live on a camera, video, stream or folder."""
     from edgeseg.demo import DemoConfig, format_summary, open_source, resolve_artifact, run_demo
