@@ -102,6 +102,9 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
         "command": command,
         "recipe": config,
         "epochs_run": len(log),
+        # runs of `edgeseg train` (a fresh start, then each --resume); logs from before the
+        # count was kept say nothing, so one
+        "sittings": max([int(r.get("sitting", 1)) for r in log] or [1]),
         "epochs_planned": config.get("epochs"),
         "best_epoch": ckpt.get("metrics", {}).get("epoch"),
         "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
@@ -179,7 +182,9 @@ def render_card(card: dict) -> str:
     else:
         about = (f"`{card['model']['name']}` trained from scratch on {card['dataset']['name']} "
                  f"({len(card['dataset']['classes'])} classes).")
-        run_line = (f"| epochs | {t['epochs_run']} (best at {t['best_epoch']}) |\n"
+        sittings = t.get("sittings")
+        run_line = (f"| epochs | {t['epochs_run']} (best at {t['best_epoch']})"
+                    f"{f', in {sittings} sitting(s) of edgeseg train' if sittings else ''} |\n"
                     f"| wall time | {t['wall_time_s'] / 60:.1f} min of training on {t['hardware']} |")
     return f"""# {card['name']}
 

@@ -166,3 +166,19 @@ def test_a_second_phase_starts_from_the_weights_and_keeps_the_hold_out(split_dat
                 "--init-from", first / "last.pt", "--out", tmp_path / f"bad{len(extra[1])}", *extra]
         code, _, err = run_cli(args, capsys)
         assert code == 2 and "--init-from" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_resumed_run_counts_its_sittings_and_the_card_says_so(split_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--out", run], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--resume", run / "last.pt", "--epochs", "2", "--workers", "0",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    log = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sitting"] for r in log] == [1, 2]
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    card = publish(run, "two-sittings", data=split_data, command="edgeseg train ...", zoo_dir=zoo_dir)
+    assert card["training"]["sittings"] == 2 and card["training"]["epochs_run"] == 2
+    assert "in 2 sitting(s) of edgeseg train" in (zoo_dir / "two-sittings.md").read_text()

@@ -355,7 +355,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     from edgeseg.losses import build_loss, parse_loss_spec
     from edgeseg.models import create_model, get_entry
 
-    start_epoch, best_miou, best_epoch, state = 0, -1.0, -1, None
+    start_epoch, best_miou, best_epoch, state, sitting = 0, -1.0, -1, None, 1
     if resume is not None:
         state = load_checkpoint(resume)
         if "train_state" not in state:
@@ -369,6 +369,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         cfg = saved
         start_epoch = state["train_state"]["epoch"] + 1
         best_miou, best_epoch = state["train_state"]["best_miou"], state["train_state"]["best_epoch"]
+        # which start of the run this is: a long schedule may run in several sittings
+        sitting = int(state["train_state"].get("sitting", 1)) + 1
     cfg.validate()
     init = _init_weights(cfg, log) if state is None and cfg.init_from else None
     if state is None and holds_run(cfg.out):
@@ -521,7 +523,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
 
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
                       "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(time.time() - t0, 2),
-                      "compute": cpu_path["precision"] if cpu_path else ("amp" if amp else "fp32")}
+                      "compute": cpu_path["precision"] if cpu_path else ("amp" if amp else "fp32"),
+                      "sitting": sitting}
             improved = False
             t_val = time.time()
             if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
@@ -537,7 +540,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 else:
                     stale += 1
             if main_proc:
-                train_state = {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
+                train_state = {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "sitting": sitting,
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "scaler": scaler.state_dict(), "rng": _rng_state()}
                 extra = {"config": asdict(cfg), "metrics": record}
