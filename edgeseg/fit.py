@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeseg.data.holdout import holdout_of
 from edgeseg.errors import ConfigError, EdgesegError
 
 EXIT_NOTHING_FITS = 3
@@ -378,7 +379,14 @@ def fit(target: str, data, *, budget_p99_ms=None, budget_memory_mb=None, min_mio
     # the candidates: models x sizes x precisions (pruned ones are added in step 3)
     cands, sources = [], {}
     for source in _model_sources(models, profile):
-        digest, (model, info, _) = _model_hash(source)
+        digest, (model, info, ckpt) = _model_hash(source)
+        if trained_on(ckpt, split):
+            why = (f"'{source}' trained on the '{split}' images (its training split was "
+                   f"{holdout_of(ckpt)['from']}, less a hold-out): fit would score it on its own training images")
+            if models:
+                raise ConfigError(f"{why}; pass a split it did not train on with --split, or leave it out")
+            say(f"fit: leaving out {why}")
+            continue
         if info.num_classes != len(open_classes(data, split)):
             raise ConfigError(f"model '{source}' has {info.num_classes} classes but '{data}' has "
                               f"{len(open_classes(data, split))}: give models trained on this label set")
@@ -520,6 +528,13 @@ def fit(target: str, data, *, budget_p99_ms=None, budget_memory_mb=None, min_mio
                 for m, v, lim, o in misses(near, budget)]}
     _write_outputs(out, result, chosen, force)
     return result
+
+
+def trained_on(ckpt: dict, split: str) -> bool:
+    """Whether a checkpoint's training read the dataset's own ``split`` (a run on train+val
+    with a hold-out in place of val): scoring it there would flatter it."""
+    h = holdout_of(ckpt)
+    return bool(h and h.get("forced") and split in h["from"].split("+"))
 
 
 def open_classes(data, split: str) -> list:

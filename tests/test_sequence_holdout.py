@@ -182,3 +182,16 @@ def test_a_resumed_run_counts_its_sittings_and_the_card_says_so(split_data, tmp_
     card = publish(run, "two-sittings", data=split_data, command="edgeseg train ...", zoo_dir=zoo_dir)
     assert card["training"]["sittings"] == 2 and card["training"]["epochs_run"] == 2
     assert "in 2 sitting(s) of edgeseg train" in (zoo_dir / "two-sittings.md").read_text()
+
+
+def test_fit_never_scores_a_model_on_its_own_training_images(split_data, tmp_path, capsys):
+    from edgeseg.fit import fit, trained_on
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split", "train+val",
+                            "--holdout-groups", "site1", "--out", run], capsys)
+    assert code == 0, err
+    ckpt = json.loads((run / "config.json").read_text())
+    assert trained_on({"config": ckpt}, "val") and not trained_on({"config": {}}, "val")
+    with pytest.raises(ConfigError, match="its own training images"):
+        fit("onnxruntime-cpu", split_data, models=str(run / "best.pt"), out=tmp_path / "fit", runs=2, warmup=1)
