@@ -48,18 +48,11 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
     return cards[name]
 
 
-def generalisation_rank(card: dict) -> tuple[bool, float]:
-    """How a card ranks: a score on whole sequences the training never saw beats any score on
-    val frames that have near-copies in training (val flatters: CamVid's enet-camvid scores
-    0.62 on val and 0.49 on the held-out test sequences); within each kind, the higher mIoU."""
-    held = bool((card.get("holdout") or {}).get("groups"))
-    return held, card["metrics"]["val_miou"]
-
-
 def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) -> str:
-    """The zoo model used when a command gets no model: the best float model by
-    :func:`generalisation_rank` (a compressed variant is int8 already and would force every
-    build to int8). ``preferred`` (a target profile's ``extra.default_model``, e.g. coral: a
+    """The zoo model used when a command gets no model: the float model with the best card
+    mIoU (a compressed variant is int8 already and would force every build to int8). A card
+    scored on a sequence hold-out and one scored on val are not comparable (val flatters);
+    docs/zoo.md says why the default stays a val-scored model for now. ``preferred`` (a target profile's ``extra.default_model``, e.g. coral: a
     model whose ops map to the Edge TPU; see :func:`edgeseg.targets.default_model`) wins when
     it is in the zoo."""
     all_cards = read_cards(zoo_dir)
@@ -68,7 +61,7 @@ def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) ->
     cards = [c for c in all_cards.values() if not c.get("compression")]
     if not cards:
         raise ModelError("the zoo is empty: give a checkpoint path")
-    return max(cards, key=generalisation_rank)["name"]
+    return max(cards, key=lambda c: c["metrics"]["val_miou"])["name"]
 
 
 def zoo_checkpoint_path(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
@@ -125,5 +118,5 @@ def half_precision_checkpoint(ckpt: dict) -> dict:
     return slim
 
 
-__all__ = ["ZOO_DIR", "generalisation_rank", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "zoo_checkpoint_path",
+__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "zoo_checkpoint_path",
            "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]
