@@ -106,6 +106,13 @@ def pack(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def artifact_payload(artifact, manifest: dict, extra: dict[str, bytes]) -> bytes:
+    """The tar stream of an artifact's files (those its manifest names, which read_manifest
+    checked lie inside the folder) plus ``extra`` (manifest, runner, inputs)."""
+    files = {name: (artifact / name).read_bytes() for name in sorted(set(manifest["files"].values()))}
+    return pack({**files, **extra})
+
+
 @contextlib.contextmanager
 def device_folder(remote: Remote, payload: bytes, kind: str = "bench", say=lambda s: None):
     """A new temporary folder on the device holding the unpacked ``payload``; yields
@@ -141,4 +148,4 @@ def _remove(remote: Remote, folder: str, say) -> bool:
         return False
 
 
-__all__ = ["REMOTE_DIR", "RemoteError", "RemoteTimeout", "Remote", "why", "pack", "device_folder"]
+__all__ = ["REMOTE_DIR", "RemoteError", "RemoteTimeout", "Remote", "why", "pack", "artifact_payload", "device_folder"]

@@ -28,19 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.ssh import Remote, RemoteError, device_folder, pack
+from edgeseg.ssh import Remote, RemoteError, artifact_payload, device_folder
 
 __all__ = ["bench_remote", "load_devices", "run_fleet", "fleet_markdown", "fleet_html", "RemoteError"]
 
 
 def _pack(artifact: Path, manifest: dict, script: str, inputs: dict) -> bytes:
-    files = {name: (artifact / name).read_bytes()  # read_manifest checked they lie inside the folder
-             for name in sorted(set(manifest["files"].values()))}
     npz = io.BytesIO()
     np.savez(npz, **inputs)
-    files.update({"manifest.json": json.dumps(manifest).encode(), "runner.py": script.encode(),
-                  "inputs.npz": npz.getvalue()})
-    return pack(files)
+    return artifact_payload(artifact, manifest, {"manifest.json": json.dumps(manifest).encode(),
+                                                 "runner.py": script.encode(), "inputs.npz": npz.getvalue()})
 
 
 def bench_remote(artifact, host: str, *, data=None, split: str = "val", runs: int = 100, warmup: int = 10,

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.ssh import Remote, RemoteError, device_folder, pack
+from edgeseg.ssh import Remote, RemoteError, artifact_payload, device_folder
 
 #: a hostile or broken device cannot make us allocate without bound
 MAX_HEADER = 1 << 16
@@ -40,9 +40,8 @@ def _payload(artifact: Path, manifest: dict, script: str) -> bytes:
 
     # the runner pads with the colour Predictor.preprocess pads with
     sent = {**manifest, "input": {**manifest["input"], "pad_rgb": list(MEAN_RGB_U8)}}
-    files = {name: (artifact / name).read_bytes() for name in sorted(set(manifest["files"].values()))}
-    files.update({"manifest.json": json.dumps(sent).encode(), "runner.py": script.encode()})
-    return pack(files)
+    return artifact_payload(artifact, manifest, {"manifest.json": json.dumps(sent).encode(),
+                                                 "runner.py": script.encode()})
 
 
 def _read_exact(stream, n: int) -> bytes | None:

@@ -25,11 +25,10 @@ import numpy as np
 from edgeseg.data.transforms import MEAN_RGB_U8, resize_hwc
 from edgeseg.formats.manifest import FORMAT_VERSION, MANIFEST, read_manifest  # noqa: F401 (re-exported)
 # the pre-processing a remote device runs too: one copy, in the self-contained runner
-from edgeseg.formats.runner_core import fit_image, norm_coefficients, normalize, quantize
+from edgeseg.formats.runner_core import INT_DTYPES, cast_input, fit_image, norm_coefficients, normalize, quantize  # noqa: F401 (quantize re-exported)
 from edgeseg.errors import ConfigError, DataError, EdgesegError
 
 
-_INT_DTYPES = ("int8", "uint8", "int16", "int32")
 
 
 def dequantize(q: np.ndarray, quant: dict) -> np.ndarray:
@@ -87,7 +86,7 @@ class Predictor:
             raise ConfigError(f"manifest: input.fit must be 'pad' or 'resize', got {self.fit!r}")
         if self.input_layout not in ("NCHW", "NHWC") or self.output_layout not in ("NCHW", "NHWC"):
             raise ConfigError("manifest: layouts must be NCHW or NHWC")
-        if self.input_dtype in _INT_DTYPES and not self.input_quant:
+        if self.input_dtype in INT_DTYPES and not self.input_quant:
             raise ConfigError(f"manifest: input dtype {self.input_dtype} needs input.quant {{scale, zero_point}}")
 
     # -- files
@@ -151,12 +150,7 @@ class Predictor:
         img, meta = fit_image(image_rgb, self.input_size, self.fit, MEAN_RGB_U8)
         if self.raw_input:
             return np.ascontiguousarray(img[None]), meta
-        x = self.normalize(img)
-        if self.input_dtype in _INT_DTYPES:
-            x = quantize(x, self.input_quant, self.input_dtype)
-        elif self.input_dtype != "float32":
-            x = x.astype(self.input_dtype)
-        return x, meta
+        return cast_input(self.normalize(img), self.input_dtype, self.input_quant), meta
 
     def normalize(self, img: np.ndarray) -> np.ndarray:
         """uint8 H x W x 3 RGB -> float32 1 x 3 x H x W (or 1 x H x W x 3), ``(v / 255 - mean) / std``.

@@ -3,7 +3,7 @@ the one self-contained script ``edgeseg bench --remote`` copies to the device. I
 Python 3, numpy and the runtime there (neither edgeseg nor torch).
 
 It reads ``manifest.json`` and ``inputs.npz`` (uint8 images already padded or resized to the
-model's size on the user's machine; :func:`to_input` normalises them here) in its folder, times the runtime's bare call
+model's size on the user's machine; :func:`input_maker` normalises them here) in its folder, times the runtime's bare call
 as a local bench does (warm-up, then timed runs), runs every image of ``inputs.npz`` and
 writes their class maps (argmax on the device) to ``outputs.npz``, and prints one JSON line:
 latency, peak memory, the device's machine info and runtime versions. A runtime that is
@@ -29,7 +29,7 @@ import numpy as np
 
 EXIT_MISSING = 3
 EXIT_SOURCE = 4
-_INT_DTYPES = ("int8", "uint8", "int16", "int32")
+INT_DTYPES = ("int8", "uint8", "int16", "int32")
 
 
 # -- pre-processing (Predictor.preprocess runs these too, so device and laptop agree)
@@ -90,22 +90,32 @@ def quantize(x, quant, dtype):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def to_input(img, manifest):
-    """A uint8 image already at the model's size -> the model's input (normalised, laid out,
-    cast or quantised), from the manifest alone."""
-    inp = manifest["input"]
-    x = normalize(img, *norm_coefficients(manifest["mean"], manifest["std"]), inp.get("layout", "NCHW"))
-    dtype = inp.get("dtype", "float32")
-    if dtype in _INT_DTYPES:
-        return quantize(x, inp["quant"], dtype)
+def cast_input(x, dtype, quant=None):
+    """Normalised float32 input -> the model's dtype (cast, or quantised with ``quant``)."""
+    if dtype in INT_DTYPES:
+        return quantize(x, quant, dtype)
     return x if dtype == "float32" else x.astype(dtype)
 
 
-def prepare(image, manifest):
-    """uint8 RGB HxWx3 -> ``(model input, meta)`` from the manifest alone."""
+def input_maker(manifest):
+    """``to_input(img)``: a uint8 image already at the model's size -> the model's input
+    (normalised, laid out, cast or quantised), from the manifest alone; the coefficients are
+    worked out once, not per frame."""
+    inp = manifest["input"]
+    scale, bias = norm_coefficients(manifest["mean"], manifest["std"])
+    layout, dtype, quant = inp.get("layout", "NCHW"), inp.get("dtype", "float32"), inp.get("quant")
+
+    def to_input(img):
+        return cast_input(normalize(img, scale, bias, layout), dtype, quant)
+
+    return to_input
+
+
+def prepare(image, manifest, to_input):
+    """uint8 RGB HxWx3 -> ``(model input, meta)``; ``to_input`` from :func:`input_maker`."""
     inp = manifest["input"]
     img, meta = fit_image(image, tuple(int(v) for v in inp["size"]), inp.get("fit", "pad"), inp["pad_rgb"])
-    return to_input(img, manifest), meta
+    return to_input(img), meta
 
 
 # -- the demo stream
@@ -135,6 +145,7 @@ def demo(call, manifest, opts, threads):
         emit(out, {"error": "source", "message": "OpenCV cannot open it (no such camera or file, or no codec)"})
         return EXIT_SOURCE
     frames, quality = int(opts.get("--frames", "0")), int(opts.get("--jpeg-quality", "90"))
+    to_input = input_maker(manifest)
     n = 0
     try:
         while not frames or n < frames:
@@ -142,7 +153,7 @@ def demo(call, manifest, opts, threads):
             if not ok:
                 break
             t0 = time.perf_counter()
-            x, meta = prepare(np.ascontiguousarray(bgr[:, :, ::-1]), manifest)
+            x, meta = prepare(np.ascontiguousarray(bgr[:, :, ::-1]), manifest, to_input)
             t1 = time.perf_counter()
             call.set_input(x)
             call.run()
@@ -234,7 +245,8 @@ def main(argv=None):
     inputs = np.load(os.path.join(folder, "inputs.npz"))
     baseline = _status_mb("VmRSS")
     # the images come as uint8 at the model's size (a quarter of float input): normalised here
-    call.set_input(to_input(inputs["latency"], manifest))
+    to_input = input_maker(manifest)
+    call.set_input(to_input(inputs["latency"]))
     for _ in range(warmup):
         call.run()
     samples = []
@@ -248,7 +260,7 @@ def main(argv=None):
     if "images" in inputs.files:
         maps = []
         for img in inputs["images"]:
-            call.set_input(to_input(img, manifest))
+            call.set_input(to_input(img))
             call.run()
             maps.append(_argmax(call.output(), manifest))
         np.savez_compressed(os.path.join(folder, "outputs.npz"), classes=np.stack(maps))
