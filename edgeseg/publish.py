@@ -158,6 +158,63 @@ def publish_compressed(ckpt_path, name: str, *, data, command: str, hardware: st
     return _write_card(card, zoo_dir)
 
 
+# The hyper-parameters that make a recipe: a hold-out run of a card's recipe must match them
+# (its data splits differ by design: it trains without the held-out groups).
+RECIPE_KEYS = ("epochs", "img_size", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
+               "loss", "scale", "hflip", "rotate", "elastic", "color_jitter", "model_kwargs")
+
+
+def attach_recipe_holdout(name: str, run_dir, *, data, command: str, zoo_dir: Path = ZOO_DIR,
+                          log_dir: Path | None = None) -> dict:
+    """Record on card ``name`` the sequence hold-out score of its recipe: ``run_dir`` is a run
+    of the same recipe that held whole groups out (``--holdout-groups``). Its ``best.pt``
+    (chosen on the hold-out, so optimistic) and ``last.pt`` are scored on those groups.
+
+    The card's own weights trained on every sequence, so they cannot be scored on unseen
+    ones; this is the estimate the issue's protocol asks for: choose on the hold-out, ship
+    the model trained on all the data."""
+    from edgeseg.data.holdout import holdout_of
+    from edgeseg.evaluate import evaluate
+    from edgeseg.zoo import get_card
+
+    run_dir = Path(run_dir)
+    card = get_card(name, zoo_dir)
+    if card.get("compression"):
+        raise CheckpointError(f"'{name}' is a compressed variant: attach the hold-out run to its float source's card")
+    best, last = (load_checkpoint(run_dir / f) for f in ("best.pt", "last.pt"))
+    holdout = holdout_of(last)
+    if not (holdout and holdout.get("groups") and holdout.get("by") != "image"):
+        raise CheckpointError(f"'{run_dir}' held out no whole groups: train it with --holdout-groups")
+    if last["model"]["name"] != card["model"]["name"]:
+        raise CheckpointError(f"'{run_dir}' trained {last['model']['name']}, but '{name}' is "
+                              f"{card['model']['name']}: a recipe's hold-out must be the same model")
+    ours, theirs = last.get("config") or {}, (card["training"].get("recipe") or {})
+    differ = [k for k in RECIPE_KEYS if k in theirs and _same(ours.get(k), theirs[k]) is False]
+    if differ:
+        raise CheckpointError(f"'{run_dir}' is not '{name}'s recipe: " + ", ".join(
+            f"{k} {ours.get(k)!r} vs {theirs[k]!r}" for k in differ))
+    scores = {f: evaluate(run_dir / f, data, "val") for f in ("best.pt", "last.pt")}
+    log = _read_log(run_dir)
+    entry = {"groups": holdout["groups"], "from": holdout["from"], "images": scores["last.pt"]["images"],
+             "best_miou": scores["best.pt"]["miou"], "best_epoch": (best.get("metrics") or {}).get("epoch"),
+             "last_miou": scores["last.pt"]["miou"], "last_epoch": last["train_state"]["epoch"] + 1,
+             "per_class_iou_last": scores["last.pt"]["per_class_iou"],
+             "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
+             "command": command, "weights": "not shipped (fp32 run checkpoints scored as they are)"}
+    if log_dir is not None and (run_dir / "metrics.jsonl").is_file():
+        log_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "metrics.jsonl", log_dir / f"{name}-holdout-run-log.jsonl")
+        entry["log"] = f"{log_dir.name}/{name}-holdout-run-log.jsonl"
+    card["holdout"] = {**card["holdout"], "recipe_run": entry}
+    return _write_card(card, zoo_dir)
+
+
+def _same(a, b) -> bool:
+    """Recipe values compare across JSON round trips (a tuple comes back a list)."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
 def render_card(card: dict) -> str:
     t, m = card["training"], card["metrics"]
     rows = "\n".join(f"| {cls} | {'-' if iou is None else f'{iou:.4f}'} |" for cls, iou in m["per_class_iou"].items())
@@ -236,9 +293,17 @@ def _score_rows(card: dict) -> str:
                 f"| hold-out pixel accuracy | {m['val_pixel_accuracy']:.4f} |\n"
                 f"| val mIoU | {val} |")
     why = hold.get("why") or "no sequence was held out in training"
-    return (f"| val mIoU | **{m['val_miou']:.4f}** ({n} images) |\n"
+    rows = (f"| val mIoU | **{m['val_miou']:.4f}** ({n} images) |\n"
             f"| val pixel accuracy | {m['val_pixel_accuracy']:.4f} |\n"
-            f"| sequence hold-out mIoU | not measured: {why} |")
+            f"| sequence hold-out mIoU | not measurable on these weights: {why} |")
+    run = hold.get("recipe_run")
+    if run:
+        rows += (f"\n| same recipe, {', '.join(run['groups'])} held out | **{run['last_miou']:.4f}** at its last "
+                 f"epoch ({run['last_epoch']}); {run['best_miou']:.4f} at epoch {run['best_epoch']}, the best "
+                 f"of its evaluations on the hold-out (optimistic); {run['images']} images, a separate run on "
+                 f"{run['from']} less {', '.join(run['groups'])} ({run['wall_time_s'] / 60:.0f} min): "
+                 f"`{run['command']}`, then `edgeseg eval OUT/last.pt --data DIR` |")
+    return rows
 
 
 def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
@@ -252,8 +317,11 @@ def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
              "`edgeseg eval NAME --data ../shared/data/camvid`.", "",
              "**Sequence hold-out** is the mIoU on whole video sequences the training never saw "
              "(`edgeseg train --holdout-groups`); **val** is CamVid's val split, whose frames come from a "
-             "sequence that also gives most training frames, so it flatters. A card has one or the other: "
-             "a model trained on train+val has no unseen val.", "",
+             "sequence that also gives most training frames, so it flatters. A model trained on train+val has "
+             "no unseen val; a model trained on all three sequences shows the hold-out score of a separate run "
+             "of its recipe with a sequence held out (its last epoch, and its best evaluation, which was chosen "
+             "on the hold-out and so is optimistic). The default model is the float model with the best "
+             "hold-out score (`best`, the same estimate for every card).", "",
              "| name | model | sequence hold-out mIoU | val mIoU | pixel acc. | params | GMACs (eval size) | MB | "
              "epochs | training | command |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -276,4 +344,8 @@ def _index_scores(card: dict) -> str:
     """The hold-out and val cells of docs/zoo.md's row."""
     score = f"{card['metrics']['val_miou']:.4f}"
     groups = _held_groups(card)
-    return f"{score} ({', '.join(groups)}) | -" if groups else f"- | {score}"
+    if groups:
+        return f"{score} ({', '.join(groups)}) | -"
+    run = (card.get("holdout") or {}).get("recipe_run")
+    return (f"{run['last_miou']:.4f} last / {run['best_miou']:.4f} best ({', '.join(run['groups'])}, "
+            f"recipe run) | {score}") if run else f"- | {score}"

@@ -9,9 +9,10 @@ import json
 import pytest
 
 from edgeseg.data.holdout import make_holdout, open_split
-from edgeseg.errors import ConfigError
+from edgeseg import zoo
+from edgeseg.errors import CheckpointError, ConfigError
 from edgeseg.evaluate import evaluate
-from edgeseg.publish import publish, render_zoo_index
+from edgeseg.publish import attach_recipe_holdout, publish, render_zoo_index
 
 from helpers import TINY_TRAIN, make_grouped_split, run_cli
 
@@ -80,11 +81,43 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     assert "| sequence hold-out mIoU | **" in md and "of site1, whole sequence(s)" in md
     assert "val mIoU | not scored: the val images are in its training data" in md
     assert "Per-class IoU (sequence hold-out site1)" in md
-    assert "sequence hold-out mIoU | not measured" in (zoo_dir / "plain-val.md").read_text()
+    assert "sequence hold-out mIoU | not measurable on these weights" in (zoo_dir / "plain-val.md").read_text()
     plain["metrics"]["val_miou"] = 0.99
     (zoo_dir / "plain-val.json").write_text(json.dumps(plain))
     index = render_zoo_index(zoo_dir)
-    assert "`plain-val` (default)" in index and "(site1) | -" in index and "| - | 0.9900 |" in index
+    # val flatters: a hold-out score, however low, outranks any val score for the default
+    assert "`held-seq` (default)" in index and "(site1) | -" in index and "| - | 0.9900 |" in index
+    assert zoo.default_model_name(zoo_dir) == "held-seq" and zoo.holdout_score(plain) is None
+
+    # A separate run of plain-val's recipe with site1 held out gives its card a hold-out score.
+    recipe_run = tmp_path / "recipe-run"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split",
+                            "train+val", "--holdout-groups", "site1", "--out", recipe_run], capsys)
+    assert code == 0, err
+    card = attach_recipe_holdout("plain-val", recipe_run, data=split_data, command="edgeseg train ... (recipe run)",
+                                 zoo_dir=zoo_dir, log_dir=tmp_path / "logs")
+    run = card["holdout"]["recipe_run"]
+    assert run["groups"] == ["site1"] and run["last_epoch"] == 1 and run["images"] == held["holdout"]["images"]
+    assert run["last_miou"] == pytest.approx(evaluate(recipe_run / "last.pt", split_data)["miou"])
+    assert run["best_miou"] == pytest.approx(evaluate(recipe_run / "best.pt", split_data)["miou"])
+    assert card["holdout"]["why"] and card["metrics"]["val_miou"] == 0.99  # its own scores are kept
+    assert (tmp_path / "logs" / "plain-val-holdout-run-log.jsonl").is_file()
+    assert zoo.holdout_score(zoo.get_card("plain-val", zoo_dir)) == run["best_miou"]
+    md = (zoo_dir / "plain-val.md").read_text()
+    assert f"| same recipe, site1 held out | **{run['last_miou']:.4f}** at its last epoch (1)" in md
+    assert "(site1, recipe run) | 0.9900 |" in render_zoo_index(zoo_dir)
+    best = max(("held-seq", held["metrics"]["val_miou"]), ("plain-val", run["best_miou"]), key=lambda t: t[1])[0]
+    assert zoo.default_model_name(zoo_dir) == best
+
+    # Not the card's recipe, no whole group held out, a compressed card: one clear refusal each.
+    other = tmp_path / "other-lr"
+    code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--lr", "0.05", "--train-split",
+                            "train+val", "--holdout-groups", "site1", "--out", other], capsys)
+    assert code == 0, err
+    with pytest.raises(CheckpointError, match="not 'plain-val's recipe: lr 0.05"):
+        attach_recipe_holdout("plain-val", other, data=split_data, command="-", zoo_dir=zoo_dir)
+    with pytest.raises(CheckpointError, match="held out no whole groups"):
+        attach_recipe_holdout("plain-val", val_run, data=split_data, command="-", zoo_dir=zoo_dir)
 
 
 def test_compression_keeps_the_hold_out(split_data, tmp_path, capsys):

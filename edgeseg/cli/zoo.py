@@ -13,9 +13,9 @@ app = typer.Typer(help="Trained models shipped with edgeseg (load offline by nam
 
 @app.command("list")
 def list_cmd(as_json: Annotated[bool, JsonOpt] = False):
-    """Zoo models with their val mIoU, size and input."""
+    """Zoo models with their sequence hold-out and val mIoU, size and input."""
     from edgeseg.cli.tables import emit
-    from edgeseg.zoo import default_model_name, get_card, list_zoo
+    from edgeseg.zoo import default_model_name, get_card, holdout_score, list_zoo
 
     names = list_zoo()
     if not names:
@@ -26,11 +26,15 @@ def list_cmd(as_json: Annotated[bool, JsonOpt] = False):
     for name in names:
         c = get_card(name)
         h, w = c["eval"]["input_size"]
+        held = holdout_score(c)
+        own = bool((c.get("holdout") or {}).get("groups"))  # else its score is val's
         records.append({"name": name, "default": name == default, "model": c["model"]["name"],
-                        "dataset": c["dataset"]["name"], "val mIoU": round(c["metrics"]["val_miou"], 4),
+                        "dataset": c["dataset"]["name"],
+                        "hold-out mIoU": None if held is None else round(held, 4),
+                        "val mIoU": None if own else round(c["metrics"]["val_miou"], 4),
                         "params (M)": round(c["params"] / 1e6, 2), "MB": round(c["weights"]["bytes"] / 2**20, 1),
                         "eval input": f"{h}x{w}"})
-    emit("edgeseg zoo", records, as_json=as_json, right=("val mIoU", "params (M)", "MB"))
+    emit("edgeseg zoo", records, as_json=as_json, right=("hold-out mIoU", "val mIoU", "params (M)", "MB"))
 
 
 @app.command("show")

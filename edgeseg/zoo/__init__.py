@@ -49,19 +49,35 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
 
 
 def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) -> str:
-    """The zoo model used when a command gets no model: the float model with the best card
-    mIoU (a compressed variant is int8 already and would force every build to int8). A card
-    scored on a sequence hold-out and one scored on val are not comparable (val flatters);
-    docs/zoo.md says why the default stays a val-scored model for now. ``preferred`` (a target profile's ``extra.default_model``, e.g. coral: a
-    model whose ops map to the Edge TPU; see :func:`edgeseg.targets.default_model`) wins when
-    it is in the zoo."""
+    """The zoo model used when a command gets no model: the float model (a compressed variant
+    is int8 already and would force every build to int8) that scores best on a sequence
+    hold-out, its own or its recipe's (:func:`holdout_score`); val flatters, so a card with
+    only a val score ranks below every card with a hold-out score. ``preferred`` (a target
+    profile's ``extra.default_model``, e.g. coral: a model whose ops map to the Edge TPU; see
+    :func:`edgeseg.targets.default_model`) wins when it is in the zoo."""
     all_cards = read_cards(zoo_dir)
     if preferred and preferred in all_cards:
         return preferred
     cards = [c for c in all_cards.values() if not c.get("compression")]
     if not cards:
         raise ModelError("the zoo is empty: give a checkpoint path")
-    return max(cards, key=lambda c: c["metrics"]["val_miou"])["name"]
+
+    def rank(card: dict) -> tuple:
+        score = holdout_score(card)
+        return (1, score) if score is not None else (0, card["metrics"]["val_miou"])
+    return max(cards, key=rank)["name"]
+
+
+def holdout_score(card: dict) -> float | None:
+    """A card's sequence hold-out mIoU: its own (weights that never saw the held-out
+    sequences; the checkpoint chosen on them) or, for weights trained on every sequence,
+    the best evaluation of a separate run of its recipe (``holdout.recipe_run``), chosen the
+    same way, so the two compare."""
+    hold = card.get("holdout") or {}
+    if hold.get("groups"):
+        return card["metrics"]["val_miou"]
+    run = hold.get("recipe_run")
+    return run["best_miou"] if run else None
 
 
 def zoo_checkpoint_path(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
@@ -118,5 +134,5 @@ def half_precision_checkpoint(ckpt: dict) -> dict:
     return slim
 
 
-__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "zoo_checkpoint_path",
+__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "holdout_score", "zoo_checkpoint_path",
            "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]
