@@ -210,10 +210,9 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     qat_lr = lr if lr is not None else 1e-5
     ft_lr = prune_lr if prune_lr is not None else lr if lr is not None else 1e-4
     ft_epochs = prune_epochs if prune_epochs is not None else epochs
-    # fine-tune with the loss the model was trained with (e.g. OHEM for the zoo models)
+    # fine-tune with the loss the model was trained with (e.g. OHEM for the zoo models; class
+    # weights of a wce term are counted again on the fine-tuning images)
     ft_loss = str((ckpt.get("config") or {}).get("loss") or "ce")
-    if "wce" in ft_loss:  # class-weighted terms need the dataset's pixel counts: plain CE instead
-        ft_loss = "ce"
     x = torch.zeros(1, 3, *input_size)
     use_pt2e = target_preset(target).name == "edgetpu"
 

@@ -326,8 +326,7 @@ def _pruned_checkpoint(parent: str, ratio: float, folder: Path, data, size, epoc
     det = prune_structured(pm, torch.zeros(1, 3, *size), ratio)
     recalibrate_bn(pm, bn_batches(d, train_size))
     loss = str((ckpt.get("config") or {}).get("loss") or "ce")
-    rec = finetune(pm, d, img_size=train_size, epochs=epochs, lr=1e-4, batch_size=4, log=say,
-                   loss="ce" if "wce" in loss else loss)
+    rec = finetune(pm, d, img_size=train_size, epochs=epochs, lr=1e-4, batch_size=4, log=say, loss=loss)
     recalibrate_bn(pm, bn_batches(d, train_size))
     path = folder / "pruned.pt"
     save_compressed(pm, info, train_size, path, pruning={**det, "finetune": rec, "source": str(parent)})

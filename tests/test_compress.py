@@ -230,3 +230,23 @@ def test_cli_keeps_nncf_output_off_stdout_and_shows_its_own_bars(tmp_path, tiny_
     assert re.search(r"calibration \(nncf\.quantize\) ━+ \d+/3", terminal), terminal[-3000:]
     assert re.search(r"val mIoU ━+ \d+/\d+", terminal)
     assert f"next: edgeseg build {out}/int8_ptq.pt --target openvino-cpu --data {tiny_camvid}" in terminal
+
+
+def test_finetune_keeps_a_class_weighted_loss(data, monkeypatch):
+    """A model trained with wce fine-tunes with wce, its class weights counted on the
+    fine-tuning images (not plain CE)."""
+    import edgeseg.losses
+    from edgeseg.compress import finetune
+    from edgeseg.data import class_pixel_counts
+
+    built = []
+    real = edgeseg.losses.build_loss
+    monkeypatch.setattr(edgeseg.losses, "build_loss",
+                        lambda spec, n, **kw: built.append((spec, kw.get("class_counts"))) or real(spec, n, **kw))
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    rec = finetune(model, data, img_size=SIZE, steps=1, batch_size=2, loss="wce:enet")
+    assert rec["steps"] == 1
+    (spec, counts), = built
+    assert spec == "wce:enet" and np.array_equal(counts, class_pixel_counts(data.train, CAMVID.num_classes))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

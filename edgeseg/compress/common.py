@@ -111,7 +111,7 @@ def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0
     ``freeze_bn`` keeps batch-norm layers in eval mode (running statistics fixed): for QAT,
     whose quantizer ranges were calibrated on those statistics; a short fine-tune on small
     batches would otherwise pull them towards the crops' statistics."""
-    from edgeseg.losses import build_loss
+    from edgeseg.losses import build_loss, parse_loss_spec
     from edgeseg.train.schedule import build_scheduler
     from edgeseg.train.trainer import TrainConfig, build_optimizer
 
@@ -120,7 +120,12 @@ def finetune(model, data: Data, *, img_size, epochs: float = 1.0, steps: int = 0
     if total <= 0:
         return {"steps": 0}
     torch.manual_seed(seed)
-    criterion = build_loss(loss, data.info.num_classes, ignore_index=data.info.ignore_index)
+    counts = None
+    if any(name == "wce" for _, name, _ in parse_loss_spec(loss)):  # class weights from the training masks
+        from edgeseg.data import class_pixel_counts
+
+        counts = class_pixel_counts(data.train, data.info.num_classes)
+    criterion = build_loss(loss, data.info.num_classes, ignore_index=data.info.ignore_index, class_counts=counts)
     optimizer = build_optimizer(model, TrainConfig(model="-", data="-", optimizer="adamw", lr=lr))
     scheduler = build_scheduler(optimizer, "poly", total, 0)
     model.train()
