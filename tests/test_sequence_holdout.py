@@ -106,6 +106,9 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     md = (zoo_dir / "plain-val.md").read_text()
     assert f"| same recipe, site1 held out | **{run['last_miou']:.4f}** at its last epoch (1)" in md
     assert "(site1, recipe run) | 0.9900 |" in render_zoo_index(zoo_dir)
+    assert "| class | IoU | same recipe, site1 held out (last epoch) |" in md
+    fg = run["per_class_iou_last"]["foreground"]
+    assert f"| foreground | {card['metrics']['per_class_iou']['foreground']:.4f} | {fg:.4f} |" in md
     best = max(("held-seq", held["metrics"]["val_miou"]), ("plain-val", run["best_miou"]), key=lambda t: t[1])[0]
     assert zoo.default_model_name(zoo_dir) == best
 
