@@ -164,8 +164,8 @@ RECIPE_KEYS = ("epochs", "img_size", "batch_size", "optimizer", "lr", "weight_de
                "loss", "scale", "hflip", "rotate", "elastic", "color_jitter", "model_kwargs")
 
 
-def attach_recipe_holdout(name: str, run_dir, *, data, command: str, zoo_dir: Path = ZOO_DIR,
-                          log_dir: Path | None = None) -> dict:
+def attach_recipe_holdout(name: str, run_dir, *, data, command: str, hardware: str | None = None,
+                          zoo_dir: Path = ZOO_DIR, log_dir: Path | None = None) -> dict:
     """Record on card ``name`` the sequence hold-out score of its recipe: ``run_dir`` is a run
     of the same recipe that held whole groups out (``--holdout-groups``). Its ``best.pt``
     (chosen on the hold-out, so optimistic) and ``last.pt`` are scored on those groups.
@@ -200,6 +200,8 @@ def attach_recipe_holdout(name: str, run_dir, *, data, command: str, zoo_dir: Pa
              "last_miou": scores["last.pt"]["miou"], "last_epoch": last["train_state"]["epoch"] + 1,
              "per_class_iou_last": scores["last.pt"]["per_class_iou"],
              "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in log), 1),
+             "compute": sorted({r["compute"] for r in log if r.get("compute")}) or None,
+             "hardware": hardware or f"{cpu_model()}, no GPU",
              "command": command, "weights": "not shipped (fp32 run checkpoints scored as they are)"}
     if log_dir is not None and (run_dir / "metrics.jsonl").is_file():
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +310,8 @@ def _score_rows(card: dict) -> str:
         rows += (f"\n| same recipe, {', '.join(run['groups'])} held out | **{run['last_miou']:.4f}** at its last "
                  f"epoch ({run['last_epoch']}); {run['best_miou']:.4f} at epoch {run['best_epoch']}, the best "
                  f"of its evaluations on the hold-out (optimistic); {run['images']} images, a separate run on "
-                 f"{run['from']} less {', '.join(run['groups'])} ({run['wall_time_s'] / 60:.0f} min): "
+                 f"{run['from']} less {', '.join(run['groups'])} ({run['wall_time_s'] / 60:.0f} min, "
+                 f"{'/'.join(run.get('compute') or ['-'])}, {run['hardware']}): "
                  f"`{run['command']}`, then `edgeseg eval OUT/last.pt --data DIR` |")
     return rows
 

@@ -41,7 +41,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.recipe_holdout:
         card = attach_recipe_holdout(args.name, args.run, data=args.data, command=args.command,
-                                     log_dir=REPO / "docs" / "zoo")
+                                     hardware=args.hardware, log_dir=REPO / "docs" / "zoo")
         write_index(REPO / "docs" / "zoo.md")
         run = card["holdout"]["recipe_run"]
         print(f"{card['name']}: recipe hold-out ({', '.join(run['groups'])}) last {run['last_miou']:.4f}, "
