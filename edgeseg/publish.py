@@ -208,6 +208,14 @@ def attach_recipe_holdout(name: str, run_dir, *, data, command: str, hardware: s
         shutil.copyfile(run_dir / "metrics.jsonl", log_dir / f"{name}-holdout-run-log.jsonl")
         entry["log"] = f"{log_dir.name}/{name}-holdout-run-log.jsonl"
     card["holdout"] = {**card["holdout"], "recipe_run": entry}
+    # Its compressed variants point at it: their int8 weights were not scored on the hold-out.
+    from edgeseg.zoo import read_cards
+
+    for variant in read_cards(zoo_dir).values():
+        if (variant.get("compression") or {}).get("source") == name:
+            variant["holdout"] = {**variant["holdout"], "source_recipe_run": {
+                "source": name, **{k: entry[k] for k in ("groups", "images", "last_miou", "best_miou")}}}
+            _write_card(variant, zoo_dir)
     return _write_card(card, zoo_dir)
 
 
@@ -313,6 +321,11 @@ def _score_rows(card: dict) -> str:
                  f"{run['from']} less {', '.join(run['groups'])} ({run['wall_time_s'] / 60:.0f} min, "
                  f"{'/'.join(run.get('compute') or ['-'])}, {run['hardware']}): "
                  f"`{run['command']}`, then `edgeseg eval OUT/last.pt --data DIR` |")
+    src = hold.get("source_recipe_run")
+    if src:
+        rows += (f"\n| float source's recipe, {', '.join(src['groups'])} held out | {src['last_miou']:.4f} at its "
+                 f"last epoch, {src['best_miou']:.4f} best ({src['images']} images; the float recipe of "
+                 f"`{src['source']}` before compression: see its card; this variant was not scored there) |")
     return rows
 
 

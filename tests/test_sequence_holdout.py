@@ -12,7 +12,7 @@ from edgeseg.data.holdout import make_holdout, open_split
 from edgeseg import zoo
 from edgeseg.errors import CheckpointError, ConfigError
 from edgeseg.evaluate import evaluate
-from edgeseg.publish import attach_recipe_holdout, publish, render_zoo_index
+from edgeseg.publish import _write_card, attach_recipe_holdout, publish, render_zoo_index
 
 from helpers import TINY_TRAIN, make_grouped_split, run_cli
 
@@ -89,7 +89,12 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     assert "`held-seq` (default)" in index and "(site1) | -" in index and "| - | 0.9900 |" in index
     assert zoo.default_model_name(zoo_dir) == "held-seq" and zoo.holdout_score(plain) is None
 
-    # A separate run of plain-val's recipe with site1 held out gives its card a hold-out score.
+    # A separate run of plain-val's recipe with site1 held out gives its card a hold-out score,
+    # and its compressed variant's card a pointer to it.
+    variant = {**plain, "name": "plain-val-int8", "compression": {
+        "variant": "int8_qat", "source": "plain-val", "quantization": {"method": "qat", "target": "cpu"},
+        "pruning": None, "source_val_miou": None, "val_miou_change": None}}
+    _write_card(variant, zoo_dir)
     recipe_run = tmp_path / "recipe-run"
     code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split",
                             "train+val", "--holdout-groups", "site1", "--out", recipe_run], capsys)
@@ -109,6 +114,9 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     assert "| class | IoU | same recipe, site1 held out (last epoch) |" in md
     fg = run["per_class_iou_last"]["foreground"]
     assert f"| foreground | {card['metrics']['per_class_iou']['foreground']:.4f} | {fg:.4f} |" in md
+    vmd = (zoo_dir / "plain-val-int8.md").read_text()
+    assert f"| float source's recipe, site1 held out | {run['last_miou']:.4f} at its last epoch" in vmd
+    assert zoo.holdout_score(zoo.get_card("plain-val-int8", zoo_dir)) is None  # never scored there itself
     best = max(("held-seq", held["metrics"]["val_miou"]), ("plain-val", run["best_miou"]), key=lambda t: t[1])[0]
     assert zoo.default_model_name(zoo_dir) == best
 
@@ -121,6 +129,8 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
         attach_recipe_holdout("plain-val", other, data=split_data, command="-", zoo_dir=zoo_dir)
     with pytest.raises(CheckpointError, match="held out no whole groups"):
         attach_recipe_holdout("plain-val", val_run, data=split_data, command="-", zoo_dir=zoo_dir)
+    with pytest.raises(CheckpointError, match="compressed variant"):
+        attach_recipe_holdout("plain-val-int8", recipe_run, data=split_data, command="-", zoo_dir=zoo_dir)
 
 
 def test_compression_keeps_the_hold_out(split_data, tmp_path, capsys):
