@@ -267,7 +267,7 @@ def render_card(card: dict) -> str:
 
 | | |
 |---|---|
-{_score_rows(card)}
+{_score_rows(card)}{_builds_row(card)}
 | params | {card['params'] / 1e6:.2f} M |
 | MACs at {h}x{w} | {card['macs'] / 1e9:.2f} G |
 | eval input | {h}x{w}: {card['eval']['fit']} |
@@ -329,6 +329,18 @@ def _score_rows(card: dict) -> str:
     return rows
 
 
+def _builds_row(card: dict) -> str:
+    """Which CPU target builds pass parity (tools/check_zoo_builds.py), where measured."""
+    b = card.get("cpu_builds")
+    if not b:
+        return ""
+    results = b["results"]
+    failed = [f"{k} ({r.get('error', 'parity failed')})" for k, r in results.items() if not r.get("passed")]
+    what = f"all {len(results)} pass" if not failed else f"{len(results) - len(failed)} of {len(results)} pass; " \
+           f"failed: {'; '.join(failed)}"
+    return f"\n| CPU builds (parity gate) | {what} ({b['date']}, {b['hardware']}: `{b['command']}`) |"
+
+
 def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
     """docs/zoo.md: one row per zoo model, generated from the cards."""
     from edgeseg.zoo import default_model_name, read_cards
@@ -344,7 +356,8 @@ def render_zoo_index(zoo_dir: Path = ZOO_DIR) -> str:
              "no unseen val; a model trained on all three sequences shows the hold-out score of a separate run "
              "of its recipe with a sequence held out (its last epoch, and its best evaluation, which was chosen "
              "on the hold-out and so is optimistic). The default model is the float model with the best "
-             "hold-out score (`best`, the same estimate for every card).", "",
+             "hold-out score (`best`, the same estimate for every card) among those that build for every CPU "
+             "target (a card that records a failed build, `tools/check_zoo_builds.py`, is left out).", "",
              "| name | model | sequence hold-out mIoU | val mIoU | pixel acc. | params | GMACs (eval size) | MB | "
              "epochs | training | command |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]

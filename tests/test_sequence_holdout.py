@@ -117,8 +117,18 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     vmd = (zoo_dir / "plain-val-int8.md").read_text()
     assert f"| float source's recipe, site1 held out | {run['last_miou']:.4f} at its last epoch" in vmd
     assert zoo.holdout_score(zoo.get_card("plain-val-int8", zoo_dir)) is None  # never scored there itself
-    best = max(("held-seq", held["metrics"]["val_miou"]), ("plain-val", run["best_miou"]), key=lambda t: t[1])[0]
+    best, other = (n for n, _ in sorted([("held-seq", held["metrics"]["val_miou"]), ("plain-val", run["best_miou"])],
+                                           key=lambda t: -t[1]))
     assert zoo.default_model_name(zoo_dir) == best
+    # ... unless it records a CPU build that fails parity (tools/check_zoo_builds.py writes this)
+    card = zoo.get_card(best, zoo_dir)
+    card["cpu_builds"] = {"date": "2026-12-02", "hardware": "here", "command": "python tools/check_zoo_builds.py",
+                          "results": {"openvino-cpu/int8": {"passed": True, "agreement": 0.99, "miou_drop": 0.0},
+                                      "onnxruntime-cpu/int8": {"passed": False, "error": "parity check failed"}}}
+    _write_card(card, zoo_dir)
+    assert zoo.failed_cpu_builds(card) == ["onnxruntime-cpu/int8"] and zoo.default_model_name(zoo_dir) == other
+    assert "| CPU builds (parity gate) | 1 of 2 pass; failed: onnxruntime-cpu/int8 (parity check failed)" in (
+        zoo_dir / f"{best}.md").read_text()
 
     # Not the card's recipe, no whole group held out, a compressed card: one clear refusal each.
     other = tmp_path / "other-lr"

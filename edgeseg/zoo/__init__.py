@@ -51,21 +51,32 @@ def get_card(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
 def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) -> str:
     """The zoo model used when a command gets no model: the float model (a compressed variant
     is int8 already and would force every build to int8) that scores best on a sequence
-    hold-out, its own or its recipe's (:func:`holdout_score`); val flatters, so a card with
-    only a val score ranks below every card with a hold-out score. ``preferred`` (a target
+    hold-out, its own or its recipe's (:func:`holdout_score`), among those that build for
+    every CPU target (a card recording a failed build, :func:`failed_cpu_builds`, is left out
+    unless every card does); val flatters, so a card with only a val score ranks below every
+    card with a hold-out score. ``preferred`` (a target
     profile's ``extra.default_model``, e.g. coral: a model whose ops map to the Edge TPU; see
     :func:`edgeseg.targets.default_model`) wins when it is in the zoo."""
     all_cards = read_cards(zoo_dir)
     if preferred and preferred in all_cards:
         return preferred
-    cards = [c for c in all_cards.values() if not c.get("compression")]
-    if not cards:
+    floats = [c for c in all_cards.values() if not c.get("compression")]
+    if not floats:
         raise ModelError("the zoo is empty: give a checkpoint path")
+    # the default must build for every CPU target: a card that records a failed build is out
+    cards = [c for c in floats if not failed_cpu_builds(c)] or floats
 
     def rank(card: dict) -> tuple:
         score = holdout_score(card)
         return (1, score) if score is not None else (0, card["metrics"]["val_miou"])
     return max(cards, key=rank)["name"]
+
+
+def failed_cpu_builds(card: dict) -> list[str]:
+    """The target/precision builds a card records as failing their parity gate
+    (``cpu_builds``, written by tools/check_zoo_builds.py)."""
+    results = (card.get("cpu_builds") or {}).get("results") or {}
+    return sorted(k for k, r in results.items() if not r.get("passed"))
 
 
 def holdout_score(card: dict) -> float | None:
@@ -134,5 +145,5 @@ def half_precision_checkpoint(ckpt: dict) -> dict:
     return slim
 
 
-__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "holdout_score", "zoo_checkpoint_path",
+__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "failed_cpu_builds", "holdout_score", "zoo_checkpoint_path",
            "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]
