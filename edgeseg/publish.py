@@ -385,3 +385,13 @@ def _index_scores(card: dict) -> str:
     run = (card.get("holdout") or {}).get("recipe_run")
     return (f"{run['last_miou']:.4f} last / {run['best_miou']:.4f} best ({', '.join(run['groups'])}, "
             f"recipe run) | {score}") if run else f"- | {score}"
+
+
+HAND_WRITTEN = "<!-- written by hand below: kept when the table above is regenerated -->"
+
+
+def write_zoo_index(path: Path, zoo_dir: Path = ZOO_DIR) -> None:
+    """docs/zoo.md: the generated table, then whatever follows HAND_WRITTEN in the old file."""
+    old = path.read_text() if path.is_file() else ""
+    tail = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else HAND_WRITTEN + "\n"
+    atomic_write_text(path, render_zoo_index(zoo_dir) + "\n" + tail)

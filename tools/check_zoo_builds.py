@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgeseg.errors import EdgesegError
 from edgeseg.machine import cpu_model
-from edgeseg.publish import _write_card
+from edgeseg.publish import _write_card, write_zoo_index
 from edgeseg.targets import load_target
 from edgeseg.zoo import get_card
 
@@ -55,8 +55,10 @@ if __name__ == "__main__":
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    repo = Path(__file__).resolve().parents[1]
     for name in args.names:
         card = get_card(name)
         card["cpu_builds"] = check(name, args.data, args.threads)
-        _write_card(card, Path(__file__).resolve().parents[1] / "edgeseg" / "zoo")
+        _write_card(card, repo / "edgeseg" / "zoo")
+    write_zoo_index(repo / "docs" / "zoo.md")
     sys.exit(0)

@@ -15,19 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeseg.train.checkpoint import atomic_write_text
-from edgeseg.publish import attach_recipe_holdout, publish, publish_compressed, render_zoo_index
+from edgeseg.publish import attach_recipe_holdout, publish, publish_compressed, write_zoo_index
 
 REPO = Path(__file__).resolve().parents[1]
-HAND_WRITTEN = "<!-- written by hand below: kept when the table above is regenerated -->"
-
-
-def write_index(path: Path) -> None:
-    """docs/zoo.md: the generated table, then whatever follows HAND_WRITTEN in the old file."""
-    old = path.read_text() if path.is_file() else ""
-    tail = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else HAND_WRITTEN + "\n"
-    atomic_write_text(path, render_zoo_index() + "\n" + tail)
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a training run folder (its best.pt), or a compressed .pt "
@@ -42,7 +32,7 @@ if __name__ == "__main__":
     if args.recipe_holdout:
         card = attach_recipe_holdout(args.name, args.run, data=args.data, command=args.command,
                                      hardware=args.hardware, log_dir=REPO / "docs" / "zoo")
-        write_index(REPO / "docs" / "zoo.md")
+        write_zoo_index(REPO / "docs" / "zoo.md")
         run = card["holdout"]["recipe_run"]
         print(f"{card['name']}: recipe hold-out ({', '.join(run['groups'])}) last {run['last_miou']:.4f}, "
               f"best {run['best_miou']:.4f}")
@@ -52,7 +42,7 @@ if __name__ == "__main__":
     else:
         card = publish(args.run, args.name, data=args.data, command=args.command, hardware=args.hardware,
                        log_dir=REPO / "docs" / "zoo")
-    write_index(REPO / "docs" / "zoo.md")
+    write_zoo_index(REPO / "docs" / "zoo.md")
     print(f"{card['name']}: val mIoU {card['metrics']['val_miou']:.4f}, "
           f"{card['weights']['bytes'] / 2**20:.2f} MB -> edgeseg/zoo/{card['weights']['file']}")
     sys.exit(0)
