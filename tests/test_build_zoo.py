@@ -43,7 +43,8 @@ def test_default_zoo_model_builds_and_passes_parity(target, precision, runtime, 
     runtime = runtime or ("tensorrt" if here else "onnxruntime")
     assert p["ran"] and p["passed"] and p["runtime"] == runtime
     assert p["agreement"] >= load_threshold(target, precision)
-    # a trained reference (the default scores 0.38 on these few hold-out frames; untrained, under 0.05)
+    # a trained reference: an untrained model scores under 0.05; a default trained with a sequence
+    # held out is scored on a few frames of it (dabnet-camvid: 0.38), so the floor is not val's
     assert p["miou_drop"] <= 0.01 and p["miou_reference"] > 0.3
     assert (p["proxy"] is not None) == (not here)  # a proxy exactly where the target's runtime is missing
     if target == "coral":
