@@ -84,7 +84,7 @@ def _holdout_entry(holdout: dict, scores: dict) -> dict:
             "val_in_training": bool(holdout.get("forced")) and "val" in holdout["from"].split("+")}
 
 
-def _write_card(card: dict, zoo_dir: Path) -> dict:
+def write_card(card: dict, zoo_dir: Path) -> dict:
     atomic_write_text(zoo_dir / f"{card['name']}.json", json.dumps(card, indent=2) + "\n")
     atomic_write_text(zoo_dir / f"{card['name']}.md", render_card(card))
     return card
@@ -116,7 +116,7 @@ def publish(run_dir, name: str, *, data, command: str, hardware: str | None = No
         log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "metrics.jsonl", log_dir / f"{name}-train-log.jsonl")
         card["training"]["log"] = f"{log_dir.name}/{name}-train-log.jsonl"
-    return _write_card(card, zoo_dir)
+    return write_card(card, zoo_dir)
 
 
 def publish_compressed(ckpt_path, name: str, *, data, command: str, hardware: str | None = None,
@@ -155,7 +155,7 @@ def publish_compressed(ckpt_path, name: str, *, data, command: str, hardware: st
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    return _write_card(card, zoo_dir)
+    return write_card(card, zoo_dir)
 
 
 # The hyper-parameters that make a recipe: a hold-out run of a card's recipe must match them
@@ -215,8 +215,8 @@ def attach_recipe_holdout(name: str, run_dir, *, data, command: str, hardware: s
         if (variant.get("compression") or {}).get("source") == name:
             variant["holdout"] = {**variant["holdout"], "source_recipe_run": {
                 "source": name, **{k: entry[k] for k in ("groups", "images", "last_miou", "best_miou")}}}
-            _write_card(variant, zoo_dir)
-    return _write_card(card, zoo_dir)
+            write_card(variant, zoo_dir)
+    return write_card(card, zoo_dir)
 
 
 def _same(a, b) -> bool:

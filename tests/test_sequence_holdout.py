@@ -12,7 +12,7 @@ from edgeseg.data.holdout import make_holdout, open_split
 from edgeseg import zoo
 from edgeseg.errors import CheckpointError, ConfigError
 from edgeseg.evaluate import evaluate
-from edgeseg.publish import _write_card, attach_recipe_holdout, publish, render_zoo_index
+from edgeseg.publish import attach_recipe_holdout, publish, render_zoo_index, write_card
 
 from helpers import TINY_TRAIN, make_grouped_split, run_cli
 
@@ -94,7 +94,7 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     variant = {**plain, "name": "plain-val-int8", "compression": {
         "variant": "int8_qat", "source": "plain-val", "quantization": {"method": "qat", "target": "cpu"},
         "pruning": None, "source_val_miou": None, "val_miou_change": None}}
-    _write_card(variant, zoo_dir)
+    write_card(variant, zoo_dir)
     recipe_run = tmp_path / "recipe-run"
     code, _, err = run_cli(["train", *TINY, "--data", split_data, "--epochs", "1", "--train-split",
                             "train+val", "--holdout-groups", "site1", "--out", recipe_run], capsys)
@@ -125,7 +125,7 @@ def test_card_reports_the_sequence_hold_out(split_data, tmp_path, capsys):
     card["cpu_builds"] = {"date": "2026-12-02", "hardware": "here", "command": "python tools/check_zoo_builds.py",
                           "results": {"openvino-cpu/int8": {"passed": True, "agreement": 0.99, "miou_drop": 0.0},
                                       "onnxruntime-cpu/int8": {"passed": False, "error": "parity check failed"}}}
-    _write_card(card, zoo_dir)
+    write_card(card, zoo_dir)
     assert zoo.failed_cpu_builds(card) == ["onnxruntime-cpu/int8"] and zoo.default_model_name(zoo_dir) == other
     assert "| CPU builds (parity gate) | 1 of 2 pass; failed: onnxruntime-cpu/int8 (parity check failed)" in (
         zoo_dir / f"{best}.md").read_text()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgeseg.errors import EdgesegError
 from edgeseg.machine import cpu_model
-from edgeseg.publish import _write_card, write_zoo_index
+from edgeseg.publish import write_card, write_zoo_index
 from edgeseg.targets import load_target
 from edgeseg.zoo import get_card
 
@@ -59,6 +59,6 @@ if __name__ == "__main__":
     for name in args.names:
         card = get_card(name)
         card["cpu_builds"] = check(name, args.data, args.threads)
-        _write_card(card, repo / "edgeseg" / "zoo")
+        write_card(card, repo / "edgeseg" / "zoo")
     write_zoo_index(repo / "docs" / "zoo.md")
     sys.exit(0)

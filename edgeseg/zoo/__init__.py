@@ -54,8 +54,8 @@ def default_model_name(zoo_dir: Path = ZOO_DIR, preferred: str | None = None) ->
     hold-out, its own or its recipe's (:func:`holdout_score`), among those that build for
     every CPU target (a card recording a failed build, :func:`failed_cpu_builds`, is left out
     unless every card does); val flatters, so a card with only a val score ranks below every
-    card with a hold-out score. ``preferred`` (a target
-    profile's ``extra.default_model``, e.g. coral: a model whose ops map to the Edge TPU; see
+    card with a hold-out score. ``preferred`` (a target profile's ``extra.default_model``,
+    e.g. coral: a model whose ops map to the Edge TPU; see
     :func:`edgeseg.targets.default_model`) wins when it is in the zoo."""
     all_cards = read_cards(zoo_dir)
     if preferred and preferred in all_cards:
@@ -145,5 +145,5 @@ def half_precision_checkpoint(ckpt: dict) -> dict:
     return slim
 
 
-__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "failed_cpu_builds", "holdout_score", "zoo_checkpoint_path",
-           "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]
+__all__ = ["ZOO_DIR", "list_zoo", "is_zoo_name", "get_card", "default_model_name", "failed_cpu_builds",
+           "holdout_score", "zoo_checkpoint_path", "load_zoo_checkpoint", "pretrained_state", "half_precision_checkpoint"]
