@@ -85,6 +85,7 @@ def _holdout_entry(holdout: dict, scores: dict) -> dict:
 
 
 def write_card(card: dict, zoo_dir: Path) -> dict:
+    """A card's JSON and its rendered Markdown, each written whole or not at all."""
     atomic_write_text(zoo_dir / f"{card['name']}.json", json.dumps(card, indent=2) + "\n")
     atomic_write_text(zoo_dir / f"{card['name']}.md", render_card(card))
     return card
