@@ -19,6 +19,7 @@ Losses are combined with a small spec language, see :func:`build_loss`::
     ce                  cross-entropy
     ce+0.5*dice         cross-entropy plus half a soft Dice loss
     wce:enet            class-weighted CE, ENet weights from class pixel counts
+    wce:dabnet          the same with DABNet's constant (1/ln(1.10 + p): gentler on rare classes)
     wce:median+dice     median-frequency weighted CE plus Dice
     focal:2             focal loss with gamma = 2
     ohem:0.7            online hard example mining CE, prob threshold 0.7
@@ -56,11 +57,12 @@ __all__ = [
     "suggest_loss",
 ]
 
-WEIGHT_METHODS = ("inverse", "median", "enet")
+WEIGHT_METHODS = ("inverse", "median", "enet", "dabnet")
 LOSS_NAMES = ("ce", "wce", "focal", "dice", "boundary", "ohem")
-VALID_TERMS = "ce, wce[:inverse|median|enet], focal[:gamma], dice, boundary, ohem[:thresh]"
+VALID_TERMS = "ce, wce[:inverse|median|enet|dabnet], focal[:gamma], dice, boundary, ohem[:thresh]"
 
 ENET_C = 1.02
+DABNET_C = 1.10  # DABNet's code: the same formula with a gentler bound (weights up to ~10.5)
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +148,7 @@ def class_weights(counts, method: str = "inverse") -> np.ndarray:
       occurs; with total counts only, the dataset total is used.)
     * ``"enet"``: ``w_c = 1 / ln(1.02 + p_c)`` (Paszke et al. 2016), bounded in
       ``(1/ln 2.02, 1/ln 1.02] ~ (1.42, 50.5]``.
+    * ``"dabnet"``: ``w_c = 1 / ln(1.10 + p_c)`` (DABNet's code), in ``(1.35, 10.5]``.
 
     Classes with a count of 0 never occur as a target, so their weight has no
     effect on CE; ``inverse`` and ``median`` give them 0, ``enet`` the formula's
@@ -175,8 +178,10 @@ def class_weights(counts, method: str = "inverse") -> np.ndarray:
         w[present] /= w[present].mean()
     elif method == "median":
         w[present] = np.median(p[present]) / p[present]
-    else:  # enet
+    elif method == "enet":
         w = 1.0 / np.log(ENET_C + p)
+    else:  # dabnet
+        w = 1.0 / np.log(DABNET_C + p)
     return w
 
 

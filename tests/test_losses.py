@@ -85,6 +85,11 @@ def test_class_weights_hand_values():
         class_weights(counts, "enet"),
         [1 / math.log(1.72), 1 / math.log(1.22), 1 / math.log(1.12), 1 / math.log(1.02)],
     )
+    # dabnet: 1 / ln(1.10 + p)
+    np.testing.assert_allclose(
+        class_weights(counts, "dabnet"),
+        [1 / math.log(1.80), 1 / math.log(1.30), 1 / math.log(1.20), 1 / math.log(1.10)],
+    )
     # inverse: 1/p over present classes = [10/7, 5, 10], mean 1 after normalisation
     inv = np.array([10 / 7, 5.0, 10.0])
     np.testing.assert_allclose(class_weights(counts, "inverse"), list(inv / inv.mean()) + [0.0])
@@ -293,7 +298,7 @@ def test_parse_loss_spec():
 def test_parse_errors(spec, match):
     with pytest.raises(ConfigError, match=match) as ei:
         parse_loss_spec(spec)
-    assert "wce[:inverse|median|enet]" in str(ei.value)  # names the valid terms
+    assert "wce[:inverse|median|enet|dabnet]" in str(ei.value)  # names the valid terms
 
 
 def test_build_loss_specs_and_last_terms():

@@ -162,7 +162,7 @@ def test_cli_train_eval_predict(small_data, tmp_path, capsys):
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--loss", "ce+crossfire"], "crossfire"),
     (["--img-size", "65x96"], "65x96"),
-    (["--optimizer", "adam"], "adam"),
+    (["--optimizer", "rmsprop"], "rmsprop"),
 ])
 def test_cli_bad_options_fail_cleanly(small_data, tmp_path, capsys, args, needle):
     base = ["train", "--model", "unet", "--data", small_data, "--epochs", "1", "--workers", "0", "--no-progress",
@@ -284,22 +284,69 @@ def test_cli_messages_tell_the_wall_time_the_files_and_the_next_step(small_data,
     assert code == 0 and f"next: edgeseg bench {tmp_path / 'a'} --data DIR" in text, err
 
 
-def test_cpu_precision_auto_follows_the_cpu(monkeypatch):
+def test_cpu_precision_auto_takes_bf16_only_with_amx(monkeypatch):
     import edgeseg.machine as machine
     from edgeseg.errors import ConfigError
     from edgeseg.train.trainer import cpu_training_path
 
     real = machine.cpu_isa()
-    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "bf16": True})
-    assert cpu_training_path("auto") == {"precision": "bf16", "channels_last": True,
-                                         "why": "this CPU has bf16 (AMX / AVX-512 BF16)"}
+    amx = {**real, "bf16": True, "flags": ["avx512_bf16", "amx_bf16"]}
+    avx512_bf16 = {**real, "bf16": True, "flags": ["avx512_bf16"]}
+    none = {**real, "bf16": False, "flags": ["avx2"]}
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: amx)
+    assert cpu_training_path("auto")["precision"] == "bf16" and cpu_training_path("auto")["channels_last"]
     assert cpu_training_path("fp32")["precision"] == "fp32"
-    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "bf16": False})
-    assert cpu_training_path("auto") == {"precision": "fp32", "channels_last": False, "why": "this CPU has no bf16"}
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: avx512_bf16)
+    path = cpu_training_path("auto")
+    assert path["precision"] == "fp32" and "no AMX" in path["why"] and "slower" in path["why"]
+    assert cpu_training_path("bf16")["precision"] == "bf16"  # asked for by name: still allowed
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: none)
+    assert cpu_training_path("auto") == {"precision": "fp32", "channels_last": False,
+                                         "why": "auto: this CPU has no bf16"}
     with pytest.raises(ConfigError, match="needs a CPU with bf16"):
         cpu_training_path("bf16")
     with pytest.raises(ConfigError, match="--cpu-precision must be one of"):
         TrainConfig(model="unet", data="x", cpu_precision="fp8").validate()
+
+
+def test_adam_adds_weight_decay_to_the_gradient():
+    from edgeseg.train.trainer import build_optimizer
+
+    model = torch.nn.Conv2d(3, 4, 3)
+    opt = build_optimizer(model, TrainConfig(model="unet", data="x", optimizer="adam"))
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 1e-3
+    assert opt.param_groups[0]["weight_decay"] == 2e-4 and opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_ema_is_scored_saved_and_resumed(small_data, tmp_path):
+    from edgeseg.train.trainer import WeightAverage
+
+    cfg = quick_config(small_data, tmp_path / "run", epochs=2, steps_per_epoch=2, ema_decay=0.9)
+    train(cfg, log=lambda *_: None)
+    rec = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["ema_val_miou"] <= 1.0 for r in rec)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ema = torch.load(tmp_path / "run" / "ema.pt", weights_only=True)
+    assert ema["weights"] == "ema" and last["train_state"]["ema_updates"] == 4
+    for k, v in ema["state_dict"].items():
+        assert torch.equal(v, last["ema_state_dict"][k])
+    # the average is not the last weights (it moved more slowly), and loads as a model
+    names = [k for k in ema["state_dict"] if k.endswith("weight") and ema["state_dict"][k].ndim == 4]
+    w = names[-1]
+    assert not torch.equal(ema["state_dict"][w], last["state_dict"][w])
+    load_model(tmp_path / "run" / "ema.pt")
+    train(TrainConfig(model="", data="", epochs=3, out="", progress=False, workers=0),
+          resume=tmp_path / "run" / "last.pt", log=lambda *_: None)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_state"]["ema_updates"] == 6
+    # the average's arithmetic: the decay, with a shorter horizon at the start
+    m = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(m.weight)
+    avg = WeightAverage(m, 0.5)
+    m.weight.data.fill_(1.0)
+    avg.update(m)  # min(0.5, 2/11) -> 0 * 2/11 + 1 * 9/11
+    assert avg.model.weight.item() == pytest.approx(9 / 11)
+    with pytest.raises(Exception, match="--ema-decay"):
+        TrainConfig(model="unet", data="x", ema_decay=1.0).validate()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])

@@ -13,6 +13,7 @@ expected) and checks every loss is finite. docs/models.md cites the table.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -35,7 +36,7 @@ def step_times(recipe: dict, precision: str, steps: int, seed: int = 0) -> tuple
     model.train()
     cfg = TrainConfig.from_dict({**{k: v for k, v in recipe.items() if k != "description"}, "data": "-"})
     opt = build_optimizer(model, cfg)
-    loss_fn = build_loss(recipe.get("loss", "ce").replace("wce:enet", "ce"), 11, ignore_index=255)
+    loss_fn = build_loss(re.sub(r"wce(:\w+)?", "ce", recipe.get("loss", "ce")), 11, ignore_index=255)
     h, w = recipe["img_size"]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(int(recipe.get("batch_size", 8)), 3, h, w, generator=g)

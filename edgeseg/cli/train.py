@@ -15,6 +15,7 @@ from edgeseg.errors import ConfigError
 
 class Optim(str, Enum):
     adamw = "adamw"
+    adam = "adam"
     sgd = "sgd"
 
 
@@ -47,8 +48,12 @@ def train_cmd(
     loss: Annotated[Optional[str], typer.Option(help="Loss spec, e.g. ce, ohem, wce:enet+0.5*dice, or auto (chosen from "
                                                     "the class balance, as `edgeseg data check` suggests) [ce].")] = None,
     optimizer: Annotated[Optional[Optim], typer.Option(help="Optimizer [adamw].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate [2e-3 AdamW, 1e-2 SGD].")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [1e-4 AdamW, 5e-4 SGD].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate [2e-3 AdamW, 1e-3 Adam, 1e-2 SGD].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [1e-4 AdamW, 2e-4 Adam (as L2), "
+                                                               "5e-4 SGD].")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(help="Keep an exponential moving average of the weights with "
+                                                            "this decay per step (e.g. 0.999), scored at each "
+                                                            "evaluation and saved as ema.pt; 0 = off [0].")] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warm-up [poly].")] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warm-up length in epochs [1].")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder for last.pt, best.pt, metrics.jsonl [runs/MODEL].")] = None,
@@ -59,8 +64,8 @@ def train_cmd(
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many evaluations without a better val mIoU; 0 = never [0].")] = None,
     amp: Annotated[Optional[bool], typer.Option(help="Mixed precision on CUDA [on].")] = None,
     cpu_precision: Annotated[Optional[str], typer.Option(
-        "--cpu-precision", help="On a CPU: auto (bf16 autocast + channels-last where the CPU has bf16), bf16, "
-                                "or fp32 [auto].")] = None,
+        "--cpu-precision", help="On a CPU: auto (bf16 autocast + channels-last where the CPU has AMX, "
+                                "fp32 elsewhere: bf16 measured slower without AMX), bf16, or fp32 [auto].")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option(help="SyncBatchNorm under torchrun [off].")] = None,
     val_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs [1].")] = None,
     scale: Annotated[Optional[str], typer.Option(help="Random scale range MIN,MAX [0.5,2.0].")] = None,
@@ -97,7 +102,7 @@ def train_cmd(
     given = {
         "model": model, "data": str(data) if data else None, "epochs": epochs, "img_size": parse_size(img_size),
         "batch_size": batch_size, "loss": loss, "optimizer": optimizer.value if optimizer else None, "lr": lr,
-        "weight_decay": weight_decay, "schedule": schedule.value if schedule else None,
+        "weight_decay": weight_decay, "ema_decay": ema_decay, "schedule": schedule.value if schedule else None,
         "warmup_epochs": warmup_epochs, "out": str(out) if out else None, "device": device, "seed": seed,
         "workers": workers, "patience": patience, "amp": amp, "cpu_precision": cpu_precision, "sync_bn": sync_bn, "val_every": val_every,
         "scale": _parse_range(scale) if scale else None, "rotate": rotate, "elastic": elastic, "hflip": hflip,

@@ -25,7 +25,10 @@ from edgeseg.train.checkpoint import (atomic_write_text, load_checkpoint, make_c
                                       save_checkpoint, unwrap)
 from edgeseg.train.schedule import SCHEDULES, build_scheduler
 
-OPTIMIZERS = {"adamw": {"lr": 2e-3, "weight_decay": 1e-4}, "sgd": {"lr": 1e-2, "weight_decay": 5e-4}}
+#: defaults per optimizer; "adam" is Adam with L2 weight decay added to the gradient (the
+#: DABNet paper's optimizer), "adamw" decouples the decay
+OPTIMIZERS = {"adamw": {"lr": 2e-3, "weight_decay": 1e-4}, "adam": {"lr": 1e-3, "weight_decay": 2e-4},
+              "sgd": {"lr": 1e-2, "weight_decay": 5e-4}}
 
 
 @dataclass
@@ -73,6 +76,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     steps_per_epoch: int = 0  # 0 = one pass over the training set
     progress: bool = True
+    #: an exponential moving average of the weights (and BatchNorm statistics) with this decay per
+    #: step, scored beside the raw weights at every evaluation and kept in the checkpoints; 0 = off
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -102,6 +108,8 @@ class TrainConfig:
         if self.holdout_groups is not None and (not isinstance(self.holdout_groups, (list, tuple)) or not all(
                 isinstance(g, str) and g for g in self.holdout_groups)):
             raise ConfigError(f"holdout_groups must be a list of group names such as [0001TP], got {self.holdout_groups!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be 0 (off) or a decay below 1 (e.g. 0.999), got {self.ema_decay}")
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}")
 
@@ -115,7 +123,7 @@ class TrainConfig:
         return cfg
 
 
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+RUN_FILES = ("last.pt", "best.pt", "ema.pt", "metrics.jsonl")
 
 
 def holds_run(folder) -> bool:
@@ -137,20 +145,27 @@ CPU_PRECISIONS = ("auto", "bf16", "fp32")
 
 def cpu_training_path(choice: str) -> dict:
     """How a CPU run computes: ``{"precision": "bf16" | "fp32", "channels_last": bool, "why": ...}``.
-    bf16 autocast with channels-last tensors is the fast path on CPUs with bf16 (oneDNN's AMX /
-    AVX-512 BF16 kernels); elsewhere autocast would emulate bf16 and be slower, so auto is fp32."""
+    auto takes bf16 autocast with channels-last tensors only where the CPU has AMX: measured with
+    tools/bench_train_step.py, bf16 trains 1.3-1.7x faster than fp32 with AMX, but 0.73-1.02x on
+    AVX-512 BF16 without it (oneDNN's bf16 kernels there are no faster than fp32 and autocast adds
+    casts), and where the CPU has no bf16 at all autocast emulates it."""
     from edgeseg.machine import cpu_isa
 
-    has = bool(cpu_isa()["bf16"])
+    isa = cpu_isa()
+    has, amx = bool(isa["bf16"]), "amx_bf16" in isa["flags"]
     if choice == "fp32":
         return {"precision": "fp32", "channels_last": False, "why": "--cpu-precision fp32"}
     if choice == "bf16" and not has:
         raise ConfigError("--cpu-precision bf16 needs a CPU with bf16 (AMX or AVX-512 BF16), and this one has none: "
                           "use auto or fp32")
+    if choice == "bf16":
+        return {"precision": "bf16", "channels_last": True, "why": "--cpu-precision bf16"}
+    if amx:
+        return {"precision": "bf16", "channels_last": True, "why": "auto: this CPU has AMX, where bf16 trains faster"}
     if has:
-        return {"precision": "bf16", "channels_last": True,
-                "why": "this CPU has bf16 (AMX / AVX-512 BF16)" if choice == "auto" else "--cpu-precision bf16"}
-    return {"precision": "fp32", "channels_last": False, "why": "this CPU has no bf16"}
+        return {"precision": "fp32", "channels_last": False,
+                "why": "auto: this CPU has AVX-512 BF16 but no AMX, where bf16 measured slower than fp32"}
+    return {"precision": "fp32", "channels_last": False, "why": "auto: this CPU has no bf16"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -212,7 +227,36 @@ def build_optimizer(model, cfg: TrainConfig):
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
     return torch.optim.AdamW(groups, lr=lr)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's state (weights and BatchNorm statistics).
+
+    ``update()`` after each optimizer step; ``model`` is a copy scored and saved like the raw one.
+    The first steps use a shorter horizon (``min(decay, (1 + n) / (10 + n))``) so the average
+    does not start weighted towards the initial weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0):
+        import copy
+
+        self.model = copy.deepcopy(unwrap(model)).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay, self.updates = decay, updates
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = unwrap(model).state_dict()
+        for name, avg in self.model.state_dict().items():
+            if avg.dtype.is_floating_point:
+                avg.mul_(d).add_(live[name].detach(), alpha=1 - d)
+            else:  # BatchNorm's step counter
+                avg.copy_(live[name])
 
 
 @torch.no_grad()
@@ -468,6 +512,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         scheduler.load_state_dict(ts["scheduler"])
         scaler.load_state_dict(ts["scaler"])
         _set_rng_state(ts["rng"])
+    ema = None
+    if cfg.ema_decay:
+        ema = WeightAverage(model, cfg.ema_decay)
+        if state is not None and isinstance(state.get("ema_state_dict"), dict):
+            ema.model.load_state_dict(state["ema_state_dict"])
+            ema.updates = int(state["train_state"].get("ema_updates", 0))
     ddp_model = model
     if dist.world_size() > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -513,6 +563,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
+                    if ema is not None:
+                        ema.update(model)
                     loss_sum += loss.item()
                     seen += 1
                     step += 1
@@ -533,6 +585,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 record.update({"val_miou": summary["miou"], "val_pixel_accuracy": summary["pixel_accuracy"],
                                "val_per_class_iou": summary["per_class_iou"],
                                "val_time_s": round(time.time() - t_val, 2)})
+                if ema is not None:
+                    ema_summary = evaluate_model(ema.model, val_loader, info.num_classes, info.ignore_index, device,
+                                                 amp).summary(info.classes)
+                    record.update({"ema_val_miou": ema_summary["miou"],
+                                   "ema_val_per_class_iou": ema_summary["per_class_iou"]})
                 miou = summary["miou"] or 0.0
                 improved = miou > best_miou
                 if improved:
@@ -546,6 +603,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 extra = {"config": asdict(cfg), "metrics": record}
                 if improved:
                     save_checkpoint(make_checkpoint(model, info, cfg.img_size, **extra), out / "best.pt")
+                if ema is not None:  # the averaged weights as a checkpoint of their own, and in last.pt to resume
+                    save_checkpoint(make_checkpoint(ema.model, info, cfg.img_size, weights="ema", **extra),
+                                    out / "ema.pt")
+                    train_state["ema_updates"] = ema.updates
+                    extra["ema_state_dict"] = {k: v.detach().cpu() for k, v in ema.model.state_dict().items()}
                 save_checkpoint(make_checkpoint(model, info, cfg.img_size, train_state=train_state, **extra),
                                 out / "last.pt")
                 # wall time of the whole epoch: training, validation and checkpoints
@@ -553,6 +615,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
                 val_text = f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""
+                if "ema_val_miou" in record:
+                    val_text += f" (EMA {record['ema_val_miou']:.4f})"
                 parts = f"train {record['epoch_time_s']:.1f}s" + (
                     f", val {record['val_time_s']:.1f}s" if "val_time_s" in record else "")
                 log(f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}{val_text}"
