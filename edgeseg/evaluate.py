@@ -37,6 +37,7 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     dataset, held_out = _open(data, split, data_format, ckpt)
     forced = held_out and holdout_of(ckpt).get("forced")
     info.check_compatible(dataset.info, f"dataset '{data}'")
+    dataset.info = info  # the same classes; the model's own normalisation (a model of your own may differ)
     check_dataset(dataset, f"{data}/{split}")
     dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
     dev = resolve_device(device)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code
 from edgeseg.cli.tables import JsonOpt
 
 
@@ -33,8 +34,10 @@ def build_cmd(
     allow_drop: Annotated[bool, typer.Option("--allow-drop", help="Keep the artifact even when parity fails.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for export and parity runs.")] = None,
+    model_code: ModelCodeOpt = None,
 ):
     """Export, quantize (int8: with --data), verify against PyTorch and write an artifact folder."""
+    allow_model_code(model_code)
     from edgeseg.build import build, summarize
 
     if source is None:

@@ -8,6 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code
+
 
 #: the build target for each quantization preset (edgeseg/compress/nncf_setup.py)
 BUILD_TARGET = {"cpu": "openvino-cpu", "npu": "openvino-npu", "edgetpu": "coral", "jetson": "jetson",
@@ -62,8 +64,10 @@ def compress_cmd(
     threads: Annotated[int, typer.Option(help="CPU threads for latency runs.")] = 1,
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, report.json, report.md).")] = Path("runs/compress"),
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    model_code: ModelCodeOpt = None,
 ):
     """Quantize (int8) and/or prune a model; write compressed checkpoints and a report."""
+    allow_model_code(model_code)
     from edgeseg.compress_run import compress
 
     report = compress(source, data, qat=qat, ptq=ptq, max_drop=max_drop, prune=prune, prune_mode=prune_mode,

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code
+
 
 def _print(result: dict) -> None:
     from rich.console import Console
@@ -62,8 +64,10 @@ def fit_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder: artifact/, fit.json, fit.md, fit.html.")] = Path("fit"),
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the table and the choice.")] = False,
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Search models x input sizes x precisions (x pruning) for the most accurate one within a budget."""
+    allow_model_code(model_code)
     import sys
 
     from edgeseg.fit import EXIT_NOTHING_FITS, fit

@@ -52,8 +52,26 @@ _register_commands()
 @app.callback()
 def _options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party native logs (TFLite, "
                                                                    "MLIR, OpenVINO...), hidden by default."),
-             quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
+             quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+             max_image_pixels: int = typer.Option(None, "--max-image-pixels", show_default=False,
+                                                  help="Largest image or video frame read, in pixels (default "
+                                                       "67108864 = 8192x8192; checked before decoding)."),
+             trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Let checkpoints import the "
+                                                   "model code they name (yours only: a stranger's could run "
+                                                   "anything); without it, give --model-code.")):
     import os
+
+    if max_image_pixels is not None:
+        from edgeseg.data.images import MAX_PIXELS_ENV
+        from edgeseg.errors import ConfigError
+
+        if max_image_pixels < 1:
+            raise ConfigError(f"--max-image-pixels must be at least 1, got {max_image_pixels}")
+        os.environ[MAX_PIXELS_ENV] = str(max_image_pixels)
+    if trust_model_code:
+        from edgeseg.models import own
+
+        own.trust_all()
 
     if verbose:
         from edgeseg.native_logs import VERBOSE_ENV
@@ -98,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_sigterm(signum, frame):
         raise Terminated()
 
+    from edgeseg.models import own
+
+    own.reset_trust()  # each command starts with no code allowed
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_sigterm)

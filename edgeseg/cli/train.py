@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code, model_input, own_model_kwargs
 from edgeseg.cli.tables import JsonOpt
 from edgeseg.errors import ConfigError
 
@@ -39,7 +40,8 @@ def _parse_kwargs(items: list[str] | None) -> dict:
 
 
 def train_cmd(
-    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `edgeseg models`).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `edgeseg models`), or your own: "
+                                                      "FILE.py:FACTORY or package.module:FACTORY.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (CamVid, Cityscapes, VOC or images/+masks/).")] = None,
     recipe: Annotated[Optional[str], typer.Option(help="Start from a named recipe (see `edgeseg recipes`); options given here override it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [100] (on --resume: the new total).")] = None,
@@ -94,6 +96,18 @@ def train_cmd(
                                                           "group names the group [auto].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch [PyTorch's default].")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    classes_arg: Annotated[Optional[str], typer.Option(help="Your model: the factory's keyword for the class count "
+                                                            "('' positional, '-' none) [num_classes].")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Your model: the main head of a tuple/list (index) or dict "
+                                                       "(key) output [0, or 'out'].")] = None,
+    size_divisor: Annotated[Optional[int], typer.Option(help="Your model: height and width must divide by this "
+                                                             "[probed].")] = None,
+    bgr: Annotated[Optional[bool], typer.Option("--bgr", help="Your model takes B,G,R channels [R,G,B].")] = None,
+    input_mean: Annotated[Optional[str], typer.Option(help="Your model's input mean per channel, in its channel "
+                                                           "order and --input-range [the data's].")] = None,
+    input_std: Annotated[Optional[str], typer.Option(help="Your model's input std per channel [the data's].")] = None,
+    input_range: Annotated[Optional[float], typer.Option(help="Your model's pixel range: 1 (0..1) or 255 "
+                                                              "(0..255) [1].")] = None,
 ):
     """Train a segmentation model; writes last.pt, best.pt (by val mIoU) and metrics.jsonl."""
     from edgeseg.recipes import load_recipe
@@ -112,6 +126,16 @@ def train_cmd(
         "holdout_groups": [g.strip() for g in holdout_groups.split(",") if g.strip()] if holdout_groups else None,
         "init_from": str(init_from) if init_from else None,
     }
+    from edgeseg.models import own
+
+    if model and own.is_own_spec(model):
+        allow_model_code(model)
+        given["model_kwargs"] = own_model_kwargs(given.get("model_kwargs") or {}, classes_arg, output, size_divisor,
+                                                 bgr)
+        given["model_input"] = model_input(input_mean, input_std, input_range)
+    elif any(v is not None for v in (classes_arg, output, size_divisor, bgr, input_mean, input_std, input_range)):
+        raise ConfigError("--classes-arg, --output, --size-divisor, --bgr and --input-* adapt a model of your own "
+                          "(--model FILE.py:FACTORY); a registered model needs none of them")
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:
         if threads < 1:
@@ -212,8 +236,10 @@ def eval_cmd(
     scales: ScalesOpt = "0.75,1.0,1.25",
     flip: FlipOpt = True,
     crf: CrfOpt = False,
+    model_code: ModelCodeOpt = None,
 ):
     """Score a checkpoint: per-class IoU table, mIoU, pixel accuracy."""
+    allow_model_code(model_code)
     from rich.console import Console
     from rich.table import Table
 
@@ -258,8 +284,10 @@ def predict_cmd(
     scales: ScalesOpt = "0.75,1.0,1.25",
     flip: FlipOpt = True,
     crf: CrfOpt = False,
+    model_code: ModelCodeOpt = None,
 ):
     """Write class-index masks, colour masks and overlays for images."""
+    allow_model_code(model_code)
     from edgeseg.predict import predict_files
     from edgeseg.checkpoints import load_model
 

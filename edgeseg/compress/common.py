@@ -45,6 +45,9 @@ class Data:
             self.val = open_dataset(root, val_split)
             self.train = open_dataset(root, train_split) if train_split in splits else None
         info.check_compatible(self.val.info, f"dataset '{root}'")
+        for ds in (self.val, self.train):  # the model's own normalisation (a model of your own may differ)
+            if ds is not None:
+                ds.info = info
         if len(self.val) == 0:
             raise DataError(f"the '{val_split}' split of '{root}' is empty")
         self.val.transform = build_eval_transform(divisor=divisor, ignore_index=info.ignore_index)

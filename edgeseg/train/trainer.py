@@ -74,6 +74,9 @@ class TrainConfig:
     elastic: bool = False
     color_jitter: bool = True
     model_kwargs: dict = field(default_factory=dict)
+    #: your own model's input convention: {"mean": [..], "std": [..], "range": 1 | 255} in its
+    #: channel order (edgeseg.models.own.input_descriptor); kept in the checkpoints' descriptor
+    model_input: dict | None = None
     steps_per_epoch: int = 0  # 0 = one pass over the training set
     progress: bool = True
     #: an exponential moving average of the weights (and BatchNorm statistics) with this decay per
@@ -397,7 +400,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
     from edgeseg.data import build_eval_transform, build_train_transform
     from edgeseg.losses import build_loss, parse_loss_spec
-    from edgeseg.models import create_model, get_entry
+    from edgeseg.models import create_model, get_entry, own
 
     start_epoch, best_miou, best_epoch, state, sitting = 0, -1.0, -1, None, 1
     if resume is not None:
@@ -423,7 +426,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     # Bad names fail before any data is read.
     if cfg.loss != "auto":
         parse_loss_spec(cfg.loss)
-    get_entry(cfg.model)
+    if own.is_own_spec(cfg.model):
+        own.resolve(cfg.model)  # allowed on the command line (a resumed run's config names code too)
+    else:
+        get_entry(cfg.model)
 
     device = dist.setup(resolve_device(cfg.device))
     main_proc = dist.is_main()
@@ -432,6 +438,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
     train_set, val_set = open_train_val(cfg, log if main_proc else (lambda *_: None))
     info = train_set.info
     info.check_compatible(val_set.info, f"validation split '{cfg.val_split}'")
+    if cfg.model_input:  # the model's own normalisation: the loaders and the checkpoints use it
+        info = own.input_descriptor(info, cfg.model_input.get("mean"), cfg.model_input.get("std"),
+                                    cfg.model_input.get("range", 1.0), bool(cfg.model_kwargs.get("bgr")))
+        train_set.info = val_set.info = info
     check_dataset(train_set, f"training ({cfg.data}/{cfg.train_split})")
     check_dataset(val_set, f"validation ({cfg.data}/{cfg.val_split})")
 
