@@ -297,3 +297,16 @@ def test_remote_demo_failures_are_one_line_and_cleaned(device, art, cv_python, c
         assert len(err) == 1 and words in err[0], err
         assert not record.exists() and not list(tmp_path.glob(".r.*"))  # no half-written recording
     assert _left_demo() == before
+
+
+def test_local_and_remote_peaks_of_one_artifact_agree(device, art, tmp_path):
+    """A local bench measures memory with the runner bench --remote sends: the same figure."""
+    from edgeseg.bench.memory import measure_peak_memory
+
+    artifact, _ = art
+    js = tmp_path / "remote.json"
+    assert remote_bench(device, art, "loopback", "--json", js) == 0
+    remote = json.loads(js.read_text())["peak_memory_mb"]
+    local = measure_peak_memory(artifact, runs=20, threads=1)
+    assert "torch" not in local["imported"]
+    assert abs(local["peak_mb"] - remote) <= 0.05 * remote, (local["peak_mb"], remote)

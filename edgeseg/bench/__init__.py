@@ -2,7 +2,7 @@
 
 * :func:`bench` / :func:`bench_artifact` -- latency (model only and end to end: p50, p90,
   p99, mean, min, max), throughput (sync; parallel requests where the runtime has them),
-  peak resident memory of a fresh process, file size, and with a labelled split mIoU,
+  peak resident memory of a fresh plain-runtime process (as deployed), file size, and with a labelled split mIoU,
   per-class IoU, pixel accuracy against the fp32 PyTorch source, degenerate-output flags,
   the machine and runtime versions, and the budget verdict. Returns a JSON-able dict
   (``schema_version`` :data:`SCHEMA_VERSION`).

@@ -3,7 +3,7 @@
 Limits come from the options, else the artifact's target profile (``TargetProfile.budget``
 {p99_ms, memory_mb}). The latency limit applies to the **end-to-end** p99 (decode + pre +
 model + post: what a frame really costs on the device); memory to the peak resident set of
-a fresh process. A degenerate-output flag (single class, empty mask) also fails the gate.
+the plain runtime process (:mod:`edgeseg.bench.memory`: numpy and the runtime, as deployed). A degenerate-output flag (single class, empty mask) also fails the gate.
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
-"""Peak resident memory of a fresh process that loads an artifact and runs it.
+"""Peak resident memory of the deployed runtime: a fresh process running the plain runner.
 
-``python -m edgeseg.bench.memory ARTIFACT [--runs N] [--threads T]`` imports the runtime,
-records the resident set (baseline), loads the artifact, runs N predictions on a synthetic
-image of the model's input size, and prints one JSON line: ``peak_mb`` (VmHWM from
-/proc/self/status; ru_maxrss where /proc is absent), ``baseline_mb`` (VmRSS after imports,
-before the model), ``rss_mb`` (at the end). :func:`measure_peak_memory` runs it as a
-subprocess, so the benchmark's own memory never counts.
+:func:`measure_peak_memory` runs the remote bench's runner (``Unit.runner_script``:
+``edgeseg/formats/runner_core.py`` + the unit's ``plain.py``; Python, numpy and the runtime,
+nothing of edgeseg or torch) in a new interpreter, in a temporary folder holding links to the
+artifact's files, its manifest and one image of the model's size. It loads the artifact,
+runs it N times and reports its ``VmHWM``: what the device holds for runtime, model and
+buffers, the same figure ``bench --remote`` reports. The result names the modules that
+process imported, so a test can check that torch was not among them.
+
+A unit without a plain runner (TensorRT) falls back to this module's own entry point,
+``python -m edgeseg.bench.memory ARTIFACT``, which loads edgeseg's Predictor (edgeseg and
+torch included: its ``process`` says so).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
@@ -37,43 +43,76 @@ def _maxrss_mb() -> float:
 
 
 def _run(artifact: str, runs: int, threads: int | None) -> dict:
-    import importlib
-
+    """The fallback: edgeseg's Predictor in this process (edgeseg and torch imported)."""
     import numpy as np
 
-    from edgeseg.formats import load_predictor, read_manifest
+    from edgeseg.formats import load_predictor
 
-    m = read_manifest(artifact)
-    try:
-        importlib.import_module(f"edgeseg.formats.{m['runtime']}")
-    except ImportError:
-        pass
     baseline = _status_mb("VmRSS") or _maxrss_mb()
     pred = load_predictor(artifact, threads=threads)
     h, w = pred.input_size
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
     for _ in range(max(1, runs)):
         pred.predict(image)
     peak = _status_mb("VmHWM")
     return {"peak_mb": peak if peak is not None else _maxrss_mb(), "baseline_mb": baseline,
-            "rss_mb": _status_mb("VmRSS"), "runs": max(1, runs), "source": "VmHWM" if peak is not None else "ru_maxrss"}
+            "runs": max(1, runs), "source": "VmHWM" if peak is not None else "ru_maxrss"}
 
 
-def measure_peak_memory(artifact, *, runs: int = 5, threads: int | None = None, timeout: float = 600) -> dict:
-    """Run this module in a fresh interpreter on ``artifact``; its JSON result (MB)."""
-    cmd = [sys.executable, "-m", "edgeseg.bench.memory", str(artifact), "--runs", str(int(runs))]
-    if threads:
-        cmd += ["--threads", str(int(threads))]
+def _plain_folder(artifact: Path, manifest: dict, script: str, folder: Path) -> None:
+    """The remote bench's folder layout, here: links to the artifact's files, manifest, runner, one image."""
+    import numpy as np
+
+    for name in sorted(set(manifest["files"].values())):
+        dst = folder / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to((artifact / name).resolve())
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / "runner.py").write_text(script, encoding="utf-8")
+    h, w = (int(v) for v in manifest["input"]["size"])
+    image = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    np.savez(folder / "inputs.npz", latency=image)
+
+
+def _subprocess_json(cmd: list[str], artifact, timeout: float, cwd=None) -> dict:
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise EdgesegError(f"memory measurement of '{artifact}' took over {timeout:.0f} s: use fewer runs") from exc
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    out = json.loads(lines[-1]) if lines else {}
+    if p.returncode != 0 or not lines or out.get("error"):
+        tail = out.get("message") or (p.stderr.strip().splitlines() or ["no output"])[-1]
         raise EdgesegError(f"memory measurement of '{artifact}' failed in a fresh process: {tail}")
-    out = json.loads(lines[-1])
+    return out
+
+
+def _plain_peak(artifact: Path, manifest: dict, script: str, runs: int, threads, timeout: float, python) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgeseg-memory-") as tmp:
+        _plain_folder(artifact, manifest, script, Path(tmp))
+        cmd = [python, "runner.py", "--runs", str(max(1, runs)), "--warmup", "0", "--threads", str(int(threads or 0))]
+        out = _subprocess_json(cmd, artifact, timeout, cwd=tmp)
+    return {"peak_mb": out["peak_memory_mb"], "baseline_mb": out.get("baseline_mb"), "runs": out["runs"],
+            "source": "VmHWM", "imported": out.get("imported"),
+            "process": f"plain runner: Python, numpy and {manifest['runtime']} only (the code bench --remote runs)",
+            "command": " ".join(["python", "runner.py", *cmd[2:]])}
+
+
+def measure_peak_memory(artifact, *, runs: int = 5, threads: int | None = None, timeout: float = 600,
+                        python: str | None = None) -> dict:
+    """Peak resident memory (MB) of a fresh process that loads ``artifact`` and runs it ``runs`` times."""
+    from edgeseg.formats import get_unit, read_manifest
+
+    artifact = Path(artifact)
+    manifest = read_manifest(artifact)
+    unit = get_unit(manifest["runtime"])
+    if unit.plain_module:
+        return _plain_peak(artifact, manifest, unit.runner_script(), runs, threads, timeout, python or sys.executable)
+    cmd = [python or sys.executable, "-m", "edgeseg.bench.memory", str(artifact), "--runs", str(int(runs))]
+    if threads:
+        cmd += ["--threads", str(int(threads))]
+    out = _subprocess_json(cmd, artifact, timeout)
+    out["process"] = f"edgeseg Predictor (edgeseg and torch imported): {manifest['runtime']} has no plain runner"
     out["command"] = " ".join(cmd[1:])
     return out
 

@@ -104,8 +104,9 @@ def to_markdown(result: dict) -> str:
             f"Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS, end to end {_f(thr['end_to_end'], '{:.1f}')} FPS, "
             f"parallel requests {_f(thr.get('async'), '{:.1f}')} FPS"
             + (f" ({thr['async_requests']} requests: {thr['async_method']})" if thr.get("async") else " (not offered by this runtime)"),
-            "", f"Peak memory (fresh process): {_f(r['peak_memory_mb'], '{:.1f}')} MB"
-            + (f" (baseline after imports {_f(r['memory']['baseline_mb'], '{:.1f}')} MB)" if r.get("memory") else ""),
+            "", f"Peak memory: {_f(r['peak_memory_mb'], '{:.1f}')} MB"
+            + (f" (after loading the model {_f(r['memory']['baseline_mb'], '{:.1f}')} MB; {r['memory'].get('process')})"
+               if r.get("memory") else ""),
             f"Model size: {_f(r['size_mb'], '{:.3f}')} MB ({', '.join(r['size_files'])})", ""]
     if r.get("miou") is not None or r.get("per_class_iou"):
         ref = r.get("reference") or {}
@@ -446,7 +447,7 @@ def to_html(result: dict, matrix: list[dict] | None = None) -> str:
         p.append(f"<div class='flag note'>Note: {html.escape(timing_note(r))}.</div>")
     p.append(f"<p>Throughput: sync {_f(thr['sync'], '{:.1f}')} FPS; end to end {_f(thr['end_to_end'], '{:.1f}')} FPS; "
              f"parallel requests {_f(thr.get('async'), '{:.1f}')} FPS. Peak memory {_f(r['peak_memory_mb'], '{:.1f}')} MB "
-             f"(fresh process). Model size {_f(r['size_mb'], '{:.3f}')} MB. mIoU {_f(r.get('miou'), '{:.4f}')}, "
+             f"({html.escape(str((r.get('memory') or {}).get('process') or 'fresh process'))}). Model size {_f(r['size_mb'], '{:.3f}')} MB. mIoU {_f(r.get('miou'), '{:.4f}')}, "
              f"pixel accuracy {_f(r.get('pixel_accuracy'), '{:.4f}')}.</p>")
     if matrix:
         p.append("<h2>Matrix</h2>" + _md_table_to_html(matrix_markdown(matrix).splitlines()))

@@ -34,6 +34,8 @@ def _print_result(r: dict) -> None:
         con.print(f"note: {timing_note(r)}", highlight=False, soft_wrap=True)  # one line, however long
     asy = f", parallel {thr['async']:.1f} FPS ({thr['async_requests']} requests)" if thr.get("async") else ""
     mem = f"{r['peak_memory_mb']:.1f} MB" if r.get("peak_memory_mb") is not None else "not measured"
+    if (r.get("memory") or {}).get("process", "").startswith("plain runner"):
+        mem += " (plain runtime process, as on the device)"
     con.print(f"throughput: sync {thr['sync']:.1f} FPS{asy}; peak memory {mem}; size {r['size_mb']:.3f} MB",
               highlight=False)
     if r.get("miou") is not None:

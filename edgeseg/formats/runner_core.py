@@ -265,7 +265,9 @@ def main(argv=None):
             maps.append(_argmax(call.output(), manifest))
         np.savez_compressed(os.path.join(folder, "outputs.npz"), classes=np.stack(maps))
         result["images"] = len(maps)
+    # what this process imported (top-level names): a local bench checks that torch is not among them
     result.update(baseline_mb=baseline, machine=_machine(threads),
-                  runtime_versions={**runtime_versions, "numpy": np.__version__})
+                  runtime_versions={**runtime_versions, "numpy": np.__version__},
+                  imported=sorted({m.split(".")[0] for m in sys.modules}))
     print(json.dumps(result))
     return 0
