@@ -37,8 +37,17 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
 
             hint = mismatch_hint(ckpt["quantization"])
         raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first}){hint}") from exc
+    _check_finite(ckpt["state_dict"], source)
     model.float().eval()
     return model, DatasetInfo.from_dict(ckpt["dataset"])
+
+
+def _check_finite(state_dict: dict, source: str) -> None:
+    """NaN or inf weights (a diverged run, a damaged file) would give every pixel the same class."""
+    for key, t in state_dict.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{source}: weight '{key}' holds NaN or inf values (a diverged training run or "
+                                  f"a damaged file): use an earlier checkpoint or retrain")
 
 
 def load_source(name_or_path, map_location="cpu") -> dict:

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edgeseg.data.images import image_size, imread
 from edgeseg.data.info import CAMVID, CITYSCAPES, VOC, DatasetInfo, voc_colormap
 from edgeseg.data.transforms import normalize
 from edgeseg.errors import DataError
@@ -141,9 +142,7 @@ def _read_image(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image {path} does not exist: restore it or remove it from the dataset list")
-    img = cv2.imread(str(path), _READ)
-    if img is None or img.size == 0:
-        raise DataError(f"cannot read image {path} (corrupt or not an image): replace or remove it")
+    img = imread(path, _READ)
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -169,9 +168,7 @@ def _read_mask_raw(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask {path} does not exist: add the mask or remove the image from the dataset")
-    m = cv2.imread(str(path), _READ)
-    if m is None or m.size == 0:
-        raise DataError(f"cannot read mask {path} (corrupt or not an image): replace or remove it")
+    m = imread(path, _READ, "mask")
     if m.dtype != np.uint8:
         if np.issubdtype(m.dtype, np.integer) and m.min() >= 0 and m.max() <= 255:
             m = m.astype(np.uint8)
@@ -217,6 +214,15 @@ def _apply_lut(m: np.ndarray, lut: np.ndarray, path: Path, info: DatasetInfo) ->
             f"'{info.name}' (0..{info.num_classes - 1}, 255 = ignore): fix the mask or the class list"
         )
     return out.astype(np.uint8)
+
+
+def _check_pair(img_path: Path, image_hw, mask_path: Path, mask_hw) -> None:
+    if tuple(image_hw) != tuple(mask_hw):
+        (ih, iw), (mh, mw) = image_hw, mask_hw
+        raise DataError(
+            f"image {img_path} is {ih}x{iw} but its mask {mask_path} is {mh}x{mw} (HxW): "
+            f"masks must have the size of their image; fix or remove the pair"
+        )
 
 
 # --------------------------------------------------------------------------- dataset
@@ -279,15 +285,11 @@ class SegmentationDataset(Dataset):
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.samples[i]
+        if img_path.is_file() and mask_path.is_file():  # sizes from the headers, before decoding either
+            _check_pair(img_path, image_size(img_path), mask_path, image_size(mask_path, "mask"))
         image = _read_image(img_path)
         mask = self.read_mask(i)
-        if image.shape[:2] != mask.shape[:2]:
-            ih, iw = image.shape[:2]
-            mh, mw = mask.shape[:2]
-            raise DataError(
-                f"image {img_path} is {ih}x{iw} but its mask {mask_path} is {mh}x{mw} (HxW): "
-                f"masks must have the size of their image; fix or remove the pair"
-            )
+        _check_pair(img_path, image.shape[:2], mask_path, mask.shape[:2])
         return image, mask
 
     def __getitem__(self, i: int):

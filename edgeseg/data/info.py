@@ -3,6 +3,7 @@ checkpoint and artifact (class names, display colours, ignore index, mean/std)."
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from edgeseg.errors import DataError
@@ -26,6 +27,7 @@ class DatasetInfo:
         object.__setattr__(self, "colors", tuple(tuple(int(v) for v in c) for c in self.colors))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        self._check_numbers()
         if len(self.classes) != len(self.colors):
             raise DataError(
                 f"dataset '{self.name}' has {len(self.classes)} classes but "
@@ -35,6 +37,18 @@ class DatasetInfo:
             raise DataError(
                 f"dataset '{self.name}': ignore index {self.ignore_index} is a real class; use 255"
             )
+
+    def _check_numbers(self) -> None:
+        """Stats that would turn every input into inf/NaN (a zero std), or colours no image can hold."""
+        for field, values, ok, rule in (("mean", self.mean, lambda v: 0.0 <= v <= 1.0, "in 0..1"),
+                                        ("std", self.std, lambda v: v > 0.0, "> 0")):
+            if len(values) != 3 or not all(math.isfinite(v) and ok(v) for v in values):
+                raise DataError(f"dataset '{self.name}': {field} must be three finite numbers {rule} (of RGB "
+                                f"scaled to 0..1), got {list(values)}: recompute the dataset statistics")
+        bad = [c for c in self.colors if len(c) != 3 or not all(0 <= v <= 255 for v in c)]
+        if bad:
+            raise DataError(f"dataset '{self.name}': colour {list(bad[0])} is not three integers 0..255: "
+                            f"fix the class colours")
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +73,7 @@ class DatasetInfo:
                 mean=d.get("mean", IMAGENET_MEAN),
                 std=d.get("std", IMAGENET_STD),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"dataset descriptor is incomplete ({exc}): it needs name, classes and colors") from exc
 
     def check_compatible(self, other: "DatasetInfo", what: str = "data") -> None:

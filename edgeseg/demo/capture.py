@@ -36,7 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import ConfigError, EdgesegError
+from edgeseg.data.images import ImageTooLarge, check_frame_size, imread
+from edgeseg.errors import ConfigError, DataError, EdgesegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 URL_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -92,6 +93,12 @@ class Source:
         if not cap.isOpened():
             cap.release()
             return None
+        try:  # the size the container declares, checked before a frame is decoded
+            check_frame_size(cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT),
+                             self.describe())
+        except ImageTooLarge as exc:
+            cap.release()
+            raise CaptureError(str(exc)) from exc
         return cap
 
     def fps(self, reader) -> float | None:
@@ -112,10 +119,12 @@ class _FolderReader:
         while self.i < len(self.files):
             path = self.files[self.i]
             self.i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                return True, img
-            print(f"warning: skipping '{path}': not an image", file=sys.stderr)
+            try:
+                return True, imread(path, cv2.IMREAD_COLOR)
+            except ImageTooLarge:
+                raise  # a decompression bomb ends the capture: skipping it would hide it
+            except DataError:
+                print(f"warning: skipping '{path}': not an image", file=sys.stderr)
         return False, None
 
     def release(self):
@@ -288,7 +297,10 @@ class Capture:
 
     def _run(self) -> None:
         src = self.source
-        reader = self._open_with_retries(src.describe(), "cannot be opened")
+        try:
+            reader = self._open_with_retries(src.describe(), "cannot be opened")
+        except CaptureError as exc:  # frames over the pixel budget: no retry helps
+            return self._finish(exc)
         if reader is None:
             if self._stop.is_set():
                 return self._finish()
@@ -341,6 +353,8 @@ class Capture:
                     break
                 index += 1
                 self.captured = index
+        except ImageTooLarge as exc:
+            return self._finish(CaptureError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - a reader failure ends the capture with a message
             return self._finish(CaptureError(f"{src.describe()}: reading failed: {exc}"))
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from pathlib import Path
 from typing import TypedDict
 
@@ -74,11 +75,100 @@ def read_manifest(artifact_dir) -> Manifest:
         raise ConfigError(f"manifest '{path}' has format version {m['format_version']}, newer than this "
                           f"edgeseg understands ({FORMAT_VERSION}): upgrade edgeseg")
     _check_files(Path(artifact_dir), m, path)
-    size = (m["input"] or {}).get("size") if isinstance(m["input"], dict) else None
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 16384 for v in size)):
-        raise ConfigError(f"manifest '{path}': input.size must be two positive integers [H, W], got {size!r}: "
-                          f"rebuild the artifact with `edgeseg build`")
+    _check_numbers(m, path)
     return m
+
+
+# -- the numbers pre- and post-processing take from the manifest: a zero std or scale would
+# turn every input into inf/NaN, a colour of 300 or a class count of -1 would crash later
+
+_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64")
+_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int32": (-2 ** 31, 2 ** 31 - 1)}
+_MAX_SIDE = 16384
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _bad(path: Path, field: str, rule: str, value) -> ConfigError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return ConfigError(f"manifest '{path}': {field} must be {rule}, got {shown}: "
+                       f"rebuild the artifact with `edgeseg build`")
+
+
+def _check_size(path: Path, field: str, size, required: bool) -> None:
+    if size is None and not required:
+        return
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 0 < v <= _MAX_SIDE for v in size)):
+        raise _bad(path, field, f"two positive integers [H, W] (at most {_MAX_SIDE})", size)
+
+
+def _check_triple(path: Path, field: str, values, lo: float, hi: float, rule: str) -> None:
+    if not (isinstance(values, list) and len(values) == 3 and all(_is_number(v) and lo <= v <= hi for v in values)):
+        raise _bad(path, field, rule, values)
+
+
+def _check_quant(path: Path, field: str, quant, dtype) -> None:
+    if quant is None:
+        return
+    if not isinstance(quant, dict):
+        raise _bad(path, field, "null or {scale, zero_point}", quant)
+    scale, zp = quant.get("scale"), quant.get("zero_point")
+    if not (_is_number(scale) and scale > 0):
+        raise _bad(path, f"{field}.scale", "a finite number > 0", scale)
+    lo, hi = _INT_RANGE.get(dtype, _INT_RANGE["int32"])
+    if not (_is_int(zp) and lo <= zp <= hi):
+        raise _bad(path, f"{field}.zero_point", f"an integer in {lo}..{hi} ({dtype})", zp)
+
+
+def _check_tensor(path: Path, name: str, spec) -> None:
+    if not isinstance(spec, dict):
+        raise _bad(path, name, "an object", spec)
+    dtype = spec.get("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise _bad(path, f"{name}.dtype", f"one of {', '.join(_DTYPES)}", dtype)
+    if spec.get("layout", "NCHW") not in ("NCHW", "NHWC"):
+        raise _bad(path, f"{name}.layout", "NCHW or NHWC", spec.get("layout"))
+    _check_size(path, f"{name}.size", spec.get("size"), required=name == "input")
+    _check_quant(path, f"{name}.quant", spec.get("quant"), dtype)
+
+
+def _check_classes(m: dict, path: Path) -> None:
+    classes, colors = m.get("classes"), m.get("colors")
+    if not (isinstance(classes, list) and 1 <= len(classes) <= 255 and all(isinstance(c, str) for c in classes)):
+        raise _bad(path, "classes", "a list of 1 to 255 class names", classes)
+    n = len(classes)
+    ok = lambda c: isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)  # noqa: E731
+    if colors is not None and not (isinstance(colors, list) and len(colors) == n and all(ok(c) for c in colors)):
+        raise _bad(path, "colors", f"{n} colours (one per class) of three integers 0..255", colors)
+    for field, value in (("model.num_classes", (m.get("model") or {}).get("num_classes", n)),
+                         ("output.num_classes", m["output"].get("num_classes", n))):
+        if not (_is_int(value) and value == n):
+            raise _bad(path, field, f"{n}, the number of classes", value)
+    ignore = m.get("ignore_index", 255)
+    if not (_is_int(ignore) and 0 <= ignore <= 255):
+        raise _bad(path, "ignore_index", "an integer 0..255", ignore)
+
+
+def _check_numbers(m: dict, path: Path) -> None:
+    """Type, length, finiteness and range of every number the pre- and post-processing use."""
+    _check_triple(path, "mean", m["mean"], 0.0, 1.0, "three finite numbers in 0..1 (RGB scaled to 0..1)")
+    _check_triple(path, "std", m["std"], 1e-6, 1e6, "three finite numbers > 0")
+    _check_tensor(path, "input", m["input"])
+    _check_tensor(path, "output", m["output"])
+    if m["input"].get("fit", "pad") not in ("pad", "resize"):
+        raise _bad(path, "input.fit", "pad or resize", m["input"].get("fit"))
+    if m["output"].get("kind", "logits") not in ("logits", "classes"):
+        raise _bad(path, "output.kind", "logits or classes", m["output"].get("kind"))
+    if m["input"].get("dtype", "float32") in _INT_RANGE and not m["input"].get("quant"):
+        raise _bad(path, "input.quant", f"{{scale, zero_point}} for a {m['input']['dtype']} input", None)
+    _check_classes(m, path)
 
 
 def _check_files(artifact_dir: Path, m: dict, path: Path) -> None:
