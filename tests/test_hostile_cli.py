@@ -254,3 +254,244 @@ def test_a_build_that_finished_first_is_never_replaced_without_force(base, tmp_p
         b.build(ckpt, "onnxruntime-cpu", out=out)
     assert (out / "manifest.json").read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir()] == ["same"]  # and no temporary folder left
+
+
+# --------------------------------------------------------------------------- issue #31: lies and bombs
+# Small files whose headers claim huge sizes, artifacts and checkpoints whose numbers would poison
+# pre-processing. Each row runs the real CLI and also asserts the time and the peak memory.
+
+MAX_SECONDS, MAX_MB = 60, 1024  # "within seconds and under 1 GB" (the CLI starts in ~4 s on 2 busy cores)
+
+
+def png_bomb(w: int, h: int) -> bytes:
+    """A real 8x8 PNG whose IHDR (and its CRC) claims w x h."""
+    import struct
+    import zlib
+
+    import cv2
+    import numpy as np
+
+    b = bytearray(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
+    b[16:24] = struct.pack(">II", w, h)  # IHDR data starts after the 8-byte signature, length and type
+    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
+    return bytes(b)
+
+
+def jpeg_bomb(w: int, h: int) -> bytes:
+    """A real 8x8 JPEG whose start-of-frame marker claims w x h (at most 65535 each)."""
+    import struct
+
+    import cv2
+    import numpy as np
+
+    b = bytearray(cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
+    i = 2
+    while b[i + 1] not in (0xC0, 0xC1, 0xC2):  # walk the markers to the SOF
+        i += 2 + struct.unpack(">H", b[i + 2:i + 4])[0]
+    b[i + 5:i + 9] = struct.pack(">HH", h, w)
+    return bytes(b)
+
+
+def tiff_bomb(w: int, h: int) -> bytes:
+    """A real 8x8 TIFF whose first IFD's ImageWidth / ImageLength claim w x h."""
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "TIFF")
+    b = bytearray(buf.getvalue())
+    assert b[:4] == b"II*\x00"
+    ifd = struct.unpack("<I", b[4:8])[0]
+    for k in range(struct.unpack("<H", b[ifd:ifd + 2])[0]):
+        e = ifd + 2 + 12 * k
+        tag = struct.unpack("<H", b[e:e + 2])[0]
+        if tag in (256, 257):  # as LONG (type 4), count 1
+            b[e + 2:e + 12] = struct.pack("<HII", 4, 1, w if tag == 256 else h)
+    return bytes(b)
+
+
+def webp_bomb(w: int, h: int) -> bytes:
+    """A real 8x8 lossless WebP whose VP8L header claims w x h (at most 16384 each)."""
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "WEBP", lossless=True)
+    b = bytearray(buf.getvalue())
+    assert b[12:16] == b"VP8L" and b[20] == 0x2F
+    bits = struct.unpack("<I", b[21:25])[0] & ~((1 << 28) - 1)  # keep alpha and version bits
+    b[21:25] = struct.pack("<I", bits | (w - 1) | ((h - 1) << 14))
+    return bytes(b)
+
+
+def frames(fmt: str) -> bytes:
+    """Two 8x8 frames: an animated PNG or WebP, a two-page TIFF."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    a, b = (Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200))
+    buf = io.BytesIO()
+    a.save(buf, fmt, save_all=True, append_images=[b])
+    return buf.getvalue()
+
+
+def y4m_bomb(w: int, h: int) -> bytes:
+    """A raw-video file whose header declares w x h frames, with 1 kB of data."""
+    return f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + bytes(1000)
+
+
+def _measured(args, cwd, env=None):
+    """The CLI in a subprocess: (exit code, stderr, seconds, peak resident MB of that process)."""
+    import os
+    import tempfile
+    import threading
+    import time
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=out, stderr=err, cwd=cwd,
+                             env={**os.environ, **(env or {})})
+        killer = threading.Timer(300, p.kill)
+        killer.start()
+        _, status, usage = os.wait4(p.pid, 0)  # the child's own rusage: its peak RSS
+        killer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - t0
+        err.seek(0)
+        return p.returncode, err.read().decode(errors="replace"), seconds, usage.ru_maxrss / 1024
+
+
+def _dataset_with(data: Path, tmp: Path, split: str, name: str, content: bytes, annot: bool = False) -> Path:
+    """A copy of the dataset where one image (or, ``annot``, one mask) is replaced by ``content``."""
+    copy = Path(shutil.copytree(data, tmp / "data"))
+    (copy / (f"{split}annot" if annot else split) / name).write_bytes(content)
+    return copy
+
+
+def _file(name: str, content):
+    def make(tmp, data):
+        (tmp / name).write_bytes(content() if callable(content) else content)
+        return {"f": tmp / name}
+    return make
+
+
+def _data(split: str, name: str, content, annot: bool = False):
+    def make(tmp, data):
+        body = content() if callable(content) else content
+        return {"d": _dataset_with(data, tmp, split, name, body, annot)}
+    return make
+
+
+def _small_mask():
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".png", np.zeros((32, 48), np.uint8))[1].tobytes()
+
+
+def _wide_mask():
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".png", np.full((64, 96), 1000, np.uint16))[1].tobytes()
+
+
+def _needs_tiles(tmp, data):
+    """A header sized so that whole-image inference needs more memory than this machine has free,
+    and tiled inference less (the estimates: 500 and 144 bytes per pixel)."""
+    from edgeseg.predict import available_memory
+
+    side = int((available_memory() / 300) ** 0.5)
+    (tmp / "big.png").write_bytes(png_bomb(side, side))
+    return {"f": tmp / "big.png", "limit": str(side * side)}
+
+
+VAL0 = "val_0000.png"
+TRAIN0 = "train_0000.png"
+PREDICT = ["predict", "{ckpt}", "{f}", "--out", "{tmp}/out"]
+OVER = "over the 67.1-megapixel limit"
+
+# id: (argv, prepare(tmp, data) -> extra names for argv, env, exit code, text the one line must hold)
+BOMBS = {
+    "predict: PNG claiming 20000x20000": (PREDICT, _file("bomb.png", lambda: png_bomb(20000, 20000)), None, 2,
+                                          "is 20000x20000 (400.0 megapixels), " + OVER),
+    "predict: PNG claiming 60000x60000 (past OpenCV's own cap)": (
+        PREDICT, _file("bomb.png", lambda: png_bomb(60000, 60000)), None, 2, "is 60000x60000"),
+    "predict: JPEG whose SOF claims 60000x60000": (PREDICT, _file("bomb.jpg", lambda: jpeg_bomb(60000, 60000)),
+                                                   None, 2, "bomb.jpg is 60000x60000"),
+    "predict: TIFF claiming 30000x30000": (PREDICT, _file("bomb.tif", lambda: tiff_bomb(30000, 30000)), None, 2,
+                                           "bomb.tif is 30000x30000"),
+    "predict: WebP claiming 16384x16384": (PREDICT, _file("bomb.webp", lambda: webp_bomb(16384, 16384)), None, 2,
+                                           "bomb.webp is 16384x16384"),
+    "predict: animated PNG": (PREDICT, _file("anim.png", lambda: frames("PNG")), None, 2,
+                              "animated or multi-page PNG"),
+    "predict: animated WebP": (PREDICT, _file("anim.webp", lambda: frames("WEBP")), None, 2,
+                               "animated or multi-page WEBP"),
+    "predict: two-page TIFF": (PREDICT, _file("pages.tif", lambda: frames("TIFF")), None, 2,
+                               "animated or multi-page TIFF"),
+    "predict: a limit raised, but too big for whole-image inference": (
+        ["--max-image-pixels", "{limit}", *PREDICT], _needs_tiles, None, 2, "use --mode tile"),
+    "predict: OpenCV's own cap (CV_IO_MAX_IMAGE_PIXELS) is one line": (
+        ["predict", "{ckpt}", "{data}/val/" + VAL0, "--out", "{tmp}/out"], None,
+        {"OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}, 2, "cannot decode image"),
+    "predict: --max-image-pixels 0": (["--max-image-pixels", "0", *PREDICT], _file("x.png", b""), None, 2,
+                                      "--max-image-pixels must be at least 1"),
+    "predict: EDGESEG_MAX_IMAGE_PIXELS not a number": (
+        PREDICT, _file("x.png", lambda: png_bomb(8, 8)), {"EDGESEG_MAX_IMAGE_PIXELS": "lots"}, 2,
+        "EDGESEG_MAX_IMAGE_PIXELS='lots' is not a positive number"),
+    "segment: PNG bomb": (["segment", "{f}", "-k", "3", "--out", "{tmp}/seg"],
+                          _file("bomb.png", lambda: png_bomb(20000, 20000)), None, 2, "bomb.png is 20000x20000"),
+    "data check: a val image is a PNG bomb": (["data", "check", "{d}"], _data("val", VAL0, lambda: png_bomb(20000, 20000)),
+                                              None, 1, VAL0 + " is 20000x20000"),
+    "data check: a mask is a PNG bomb": (["data", "check", "{d}"],
+                                         _data("val", VAL0, lambda: png_bomb(20000, 20000), annot=True), None, 1,
+                                         "mask "),
+    "data check: a mask smaller than its image": (["data", "check", "{d}"],
+                                                  _data("val", VAL0, _small_mask, annot=True), None, 1,
+                                                  "is 64x96 but its mask"),
+    "data check: a 16-bit mask with values past 255": (["data", "check", "{d}"],
+                                                       _data("val", VAL0, _wide_mask, annot=True), None, 1,
+                                                       "pixel type uint16 with values up to 1000"),
+    "train: a train image is a JPEG bomb": (
+        ["train", "--model", "enet", "--data", "{d}", "--epochs", "1", "--out", "{tmp}/run"],
+        _data("train", TRAIN0, lambda: jpeg_bomb(60000, 60000)), None, 2, TRAIN0 + " is 60000x60000"),
+    "eval: a val image is a TIFF bomb": (["eval", "{ckpt}", "--data", "{d}"],
+                                         _data("val", VAL0, lambda: tiff_bomb(30000, 30000)), None, 2,
+                                         VAL0 + " is 30000x30000"),
+    "build: a calibration image is a PNG bomb": (
+        ["build", "{ckpt}", "--target", "onnxruntime-cpu", "--precision", "int8", "--data", "{d}", "--out", "{tmp}/b"],
+        _data("train", TRAIN0, lambda: png_bomb(20000, 20000)), None, 2, TRAIN0 + " is 20000x20000"),
+    "compress: a calibration image is a PNG bomb": (
+        ["compress", "{ckpt}", "--data", "{d}", "--ptq", "--out", "{tmp}/c"],
+        _data("train", TRAIN0, lambda: png_bomb(20000, 20000)), None, 2, TRAIN0 + " is 20000x20000"),
+    "demo: a PNG bomb in the folder source": (
+        ["demo", "--artifact", "{art}", "--source", "{tmp}/frames", "--no-window", "--json", "{tmp}/d.json"],
+        lambda tmp, data: (tmp / "frames").mkdir() or {"f": (tmp / "frames" / "a.png").write_bytes(png_bomb(20000, 20000))},
+        None, 3, "a.png is 20000x20000"),
+    "demo: a video whose frames are 12000x12000": (
+        ["demo", "--artifact", "{art}", "--source", "{f}", "--no-window", "--json", "{tmp}/d.json"],
+        _file("v.y4m", lambda: y4m_bomb(12000, 12000)), None, 3, "has 12000x12000 frames"),
+}
+
+
+@pytest.mark.parametrize("case", list(BOMBS))
+def test_images_that_lie_about_their_size(base, tmp_path, case):
+    root, data, ckpt, art = base
+    argv, prepare, env, code, text = BOMBS[case]
+    names = prepare(tmp_path, data) if prepare else {}
+    args = [a.format(art=art, data=data, ckpt=ckpt, root=root, tmp=tmp_path, **names) for a in argv]
+    before = sorted(root.rglob("*")) + sorted(tmp_path.rglob("*"))
+    rc, err, seconds, mb = _measured(args, tmp_path, env)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == code, (rc, err[-2000:])
+    assert "Traceback" not in err and len(lines) == 1 and text in lines[0], err[-2000:]
+    assert seconds < MAX_SECONDS and mb < MAX_MB, (seconds, mb)
+    assert sorted(root.rglob("*")) + sorted(tmp_path.rglob("*")) == before  # nothing new, nothing half

@@ -26,7 +26,7 @@ from edgeseg.errors import ConfigError, DataError, require
 
 MAX_PIXELS_ENV = "EDGESEG_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 8192 * 8192  # 67 MP: an 8K x 8K image, 200 MB once decoded
-_CV_LIMIT_ENV = "CV_IO_MAX_IMAGE_PIXELS"  # OpenCV's own cap (2**30 by default)
+_CV_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"  # OpenCV's own cap, CV_IO_MAX_IMAGE_PIXELS (2**30 by default)
 _PILLOW = threading.Lock()  # Pillow's bomb limit is a module global: swapped under a lock
 
 __all__ = ["ImageTooLarge", "MAX_PIXELS_ENV", "DEFAULT_MAX_PIXELS", "max_pixels", "image_size", "imread",

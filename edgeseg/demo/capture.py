@@ -38,6 +38,7 @@ import numpy as np
 
 from edgeseg.data.images import ImageTooLarge, check_frame_size, imread
 from edgeseg.errors import ConfigError, DataError, EdgesegError
+from edgeseg.native_logs import verbose
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 URL_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -79,6 +80,8 @@ class Source:
         """A cv2.VideoCapture (camera, url, file) or an image iterator (folder); None when it fails."""
         if self.kind == "folder":
             return _FolderReader(self.files)
+        if not verbose():  # FFmpeg's own lines ("Truncating packet...") stay off the terminal; read once
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "0")
         params = []
         if hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
