@@ -23,6 +23,16 @@ CHECKPOINT_FORMAT = "edgeseg-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def cache_dir() -> Path:
+    """``$EDGESEG_CACHE``, else ``$XDG_CACHE_HOME/edgeseg`` (``~/.cache/edgeseg``): the demo's
+    artifacts, fit's measurements, doctor's precision probes."""
+    env = os.environ.get("EDGESEG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "edgeseg"
+
+
 def atomic_write_bytes(path: Path, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, then rename it into place.
 

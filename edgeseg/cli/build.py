@@ -43,6 +43,11 @@ def build_cmd(
     if source is None:
         source = _default_source(target)
         typer.echo(f"source: zoo model '{source}' (default)")
+    from edgeseg.doctor import precision_warning
+
+    warning = precision_warning(target, precision)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     report: list[str] = []
     out_dir = build(source, target, precision=precision, out=out, data=data, split=split, calib=calib,
                     calib_images=calib_images, input_size=img_size, allow_drop=allow_drop,
@@ -76,17 +81,22 @@ def build_cmd(
 
 
 def targets_cmd(as_json: Annotated[bool, JsonOpt] = False):
-    """List target profiles: format, precisions, layout, shape, and whether the runtime runs here."""
+    """List target profiles: format, precisions, layout, shape, whether the runtime runs here, and
+    which precisions run here but slower than fp32 (a short measured probe, cached)."""
     from edgeseg.cli.tables import emit
     from edgeseg.targets import list_targets, load_target, runtime_available
+
+    from edgeseg.doctor import slower_than_fp32
 
     records = []
     for name in list_targets():
         p = load_target(name)
         ok, why = runtime_available(p)
+        slow = slower_than_fp32(p) if ok else {}  # a measured probe, cached
         records.append({"name": name, "format": p.format, "precisions": ",".join(p.precisions), "layout": p.layout,
                         "shape": p.shape, "runtime": p.runtime + (f" ({p.device})" if p.device else ""),
-                        "available here": "yes" if ok else f"no: {why}"})
+                        "available here": "yes" if ok else f"no: {why}",
+                        "slower than fp32 here": ", ".join(f"{k} ({v['ratio']:.2f}x)" for k, v in slow.items()) or "-"})
     emit("targets (profiles in edgeseg/targets/*.yaml)", records, as_json=as_json)
 
 

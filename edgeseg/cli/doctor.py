@@ -32,8 +32,13 @@ def doctor_cmd(
     echo(f"  cpu                      {m['cpu']} ({m['arch']})")
     echo(f"  isa                      {m['isa']}  [{' '.join(m['flags']) or 'none of interest'}]")
     echo(f"  int8 dot products        {_yes(m['int8_dot'])} (VNNI / AMX-INT8)")
-    echo(f"  bf16                     {_yes(m['bf16_runtime'])}"
-         + ("  (--precision bf16 runs here)" if m["bf16_runtime"] else ""))
+    bf16, slow = _yes(m["bf16_runtime"]), m.get("bf16_slower_than_fp32") or {}
+    if slow:  # runs is not "use it": say where the probe measured it slower
+        bf16 += ("  (--precision bf16 runs here, but measured slower than fp32: "
+                 + ", ".join(f"{t} {r:.2f}x" for t, r in slow.items()) + ")")
+    elif m["bf16_runtime"]:
+        bf16 += "  (--precision bf16 runs here)"
+    echo(f"  bf16                     {bf16}")
     echo("\ndevices")
     for name, probe in r["devices"].items():
         echo(f"  {name}: {probe.get('summary') or probe.get('error') or 'unknown'}")

@@ -11,18 +11,10 @@ checkpoint file that changed since (another sha256) is rebuilt.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from edgeseg.errors import ModelError
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("EDGESEG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "edgeseg"
+from edgeseg.files import cache_dir
 
 
 def default_target() -> str:

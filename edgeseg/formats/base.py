@@ -199,6 +199,10 @@ class FormatUnit(Protocol):
     def runner_script(self) -> str:
         """The self-contained script (numpy + the runtime only) a remote bench runs on the device."""
 
+    def speed_probe(self, profile, precision: str) -> dict | None:
+        """A short measured probe of ``precision`` against fp32 on this machine (``{ms, fp32_ms,
+        ratio, ran_as, ...}``), or None where it computes as fp32 does (nothing to compare)."""
+
 
 class Unit:
     """Defaults for a :class:`FormatUnit`: a unit subclasses this and sets what differs."""
@@ -263,6 +267,9 @@ class Unit:
         return (Path(core.__file__).read_text(encoding="utf-8") + "\n\n# ---- " + plain.__name__ + "\n"
                 + Path(plain.__file__).read_text(encoding="utf-8")
                 + "\n\nif __name__ == \"__main__\":\n    sys.exit(main())\n")
+
+    def speed_probe(self, profile, precision: str) -> dict | None:
+        return None
 
     def probe(self) -> dict:
         from edgeseg.machine import package_version

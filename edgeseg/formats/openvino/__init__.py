@@ -40,6 +40,17 @@ class OpenVINOUnit(Unit):
                 return False, "bf16 needs a CPU with bf16 support (AMX or AVX-512 BF16); this one has none"
         return True, ""
 
+    def speed_probe(self, profile, precision: str) -> dict | None:
+        """The probe network in this precision's CPU inference hint against f32 (bf16: is it faster?)."""
+        from edgeseg.formats.openvino.plain import CPU_INFERENCE_PRECISION
+
+        hint = CPU_INFERENCE_PRECISION.get(precision, "f32")
+        if str(profile.device or "CPU").upper() != "CPU" or hint == "f32":
+            return None  # fp16 and int8 IRs compute their float ops in f32 on the CPU
+        from edgeseg.formats.openvino.probe import measure
+
+        return measure(hint)
+
     def parity_proxy(self, profile, reason: str, model_file: str):
         device = (profile.extra or {}).get("parity_proxy_device")
         if not device:
