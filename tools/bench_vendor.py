@@ -157,8 +157,9 @@ def section(rows: list[tuple[str, int, dict]], cmds: list[str], a, cpu: str, loa
            f"Written by `python tools/bench_vendor.py --source {a.source} --threads {a.threads} --runs {a.runs} "
            f"--rounds {a.rounds}` on {dt.datetime.now().isoformat(timespec='seconds')}.", "",
            f"- CPU (`lscpu`): {cpu}",
-           f"- load average before / after: {load[0]} / {load[1]} (2 cores shared with a training run: latencies "
-           "are disturbed; each round runs the tools back to back, so compare ratios within a round)",
+           f"- load average before / after: {load[0]} / {load[1]} (2 cores shared with a training run at nice 19 "
+           "and other sessions' jobs: latencies are disturbed; each round runs the tools back to back on one "
+           "artifact, so compare ratios within a row)",
            "- `onnxruntime_perf_test` (ONNX Runtime's perf test) is not shipped in the onnxruntime wheel and was "
            + ("found on PATH." if shutil.which("onnxruntime_perf_test") else "not found here: ONNX Runtime is "
               "compared with the plain process only."),
