@@ -112,6 +112,48 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+#: the keys public checkpoints wrap a state dict in ({"state_dict": {...}}, {"model": {...}})
+STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "params")
+
+
+def load_state_dict_file(path) -> dict:
+    """A plain state dict (name -> tensor) from a ``.pt`` / ``.pth`` (tensors and plain data only,
+    as edgeseg's own checkpoints) or ``.safetensors`` file; one wrapper level (``state_dict``,
+    ``model``...) and DataParallel's ``module.`` prefix are taken off."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"'{path}' is not a readable safetensors file ({str(exc)[:120]})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+            what = (f"holds Python objects ({found.group(1)}), which edgeseg does not unpickle (that can run code): "
+                    f"save model.state_dict() or a .safetensors file" if found else
+                    f"cannot be read ({type(exc).__name__}): it is corrupt or not a PyTorch file")
+            raise CheckpointError(f"weights file '{path}' {what}") from None
+    for key in STATE_DICT_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict) and not isinstance(state[key], torch.Tensor):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file '{path}' is not a state dict (a mapping of names to tensors): save "
+                              f"model.state_dict()")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
 class FolderTaken(OSError):
     """The output folder was written by someone else while a staged folder was being filled."""
 

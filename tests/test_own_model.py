@@ -140,3 +140,77 @@ def test_bad_own_models_are_one_line_before_anything_is_written(data, capsys, tm
     assert code == 2 and needle in err, err
     assert err.count("\n") == 1
     assert not (tmp_path / "out" / "last.pt").exists()
+
+
+def test_published_weights_start_training_and_a_mismatch_is_one_line(data, capsys, tmp_path):
+    """--init-from a plain state dict (.safetensors; .pth wrapped in {"state_dict"} with DDP's
+    "module." prefix), as public code publishes them; read without running code."""
+    from safetensors.torch import save_file
+
+    from edgeseg.models import create_model, own
+
+    own.allow(AUX)
+    net = create_model(AUX, 11, classes_arg="n_classes").net
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pth")
+    base = ["train", "--model", AUX, "--classes-arg", "n_classes", "--data", data, *QUICK, "--lr", "1e-9"]
+    for name in ("w.safetensors", "w.pth"):
+        code, _, err = run_cli([*base, "--init-from", tmp_path / name, "--out", tmp_path / f"run-{name}"], capsys)
+        assert code == 0, err
+        trained = torch.load(tmp_path / f"run-{name}" / "last.pt", weights_only=True)["state_dict"]
+        w = "net.head.weight"
+        assert torch.allclose(trained[w], state["head.weight"], atol=1e-5)  # started from them (lr ~ 0)
+    # the same weights for 19 classes (a Cityscapes head) do not fit 11: one line naming the keys
+    net19 = create_model(AUX, 19, classes_arg="n_classes").net
+    torch.save(net19.state_dict(), tmp_path / "w19.pth")
+    code, _, err = run_cli([*base, "--init-from", tmp_path / "w19.pth", "--out", tmp_path / "r19"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "other shape: head.weight (19, 16, 1, 1)" in err, err
+    assert not (tmp_path / "r19" / "last.pt").exists()
+    # a pickled object (it could run code) is refused, not loaded
+    torch.save({"state_dict": state, "opt": torch.optim.SGD(net.parameters(), lr=0.1)}, tmp_path / "pickled.pth")
+    code, _, err = run_cli([*base, "--init-from", tmp_path / "pickled.pth", "--out", tmp_path / "rp"], capsys)
+    assert code == 2 and "does not unpickle" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_own_model_compresses_builds_benches_fits_and_runs_in_the_demo(aux_run, data, capsys, tmp_path):
+    """The done-bar of a model of your own: QAT, pruning (its side output's layer follows the
+    pruned features), every CPU target and Coral with parity, bench, fit and the demo."""
+    ckpt, code_opt = aux_run / "last.pt", ["--model-code", AUX]
+
+    def ok(args):
+        code, out, err = run_cli(args, capsys)
+        assert code == 0, err
+        return out + err
+
+    out = ok(["compress", ckpt, *code_opt, "--data", data, "--qat", "--steps", "2", "--out", tmp_path / "qat"])
+    assert f"--model-code {AUX}" in out  # the next command it suggests works as printed
+    ok(["compress", ckpt, *code_opt, "--data", data, "--prune", "0.5", "--steps", "2", "--out", tmp_path / "prune"])
+    ok(["compress", ckpt, *code_opt, "--data", data, "--target", "edgetpu", "--ptq", "--out", tmp_path / "tpu"])
+    builds = [(ckpt, "onnxruntime-cpu", "int8"), (tmp_path / "qat" / "int8_qat.pt", "openvino-cpu", None),
+              (tmp_path / "prune" / "pruned.pt", "openvino-cpu", None), (ckpt, "ncnn-cpu", None),
+              (ckpt, "jetson", None), (tmp_path / "tpu" / "int8_ptq.pt", "coral", None)]
+    for i, (source, target, precision) in enumerate(builds):
+        art = tmp_path / f"art{i}"
+        ok(["build", source, *code_opt, "--target", target, "--data", data, "--out", art,
+            *(["--precision", precision] if precision else [])])
+        parity = json.loads((art / "manifest.json").read_text())["parity"]
+        assert parity["passed"], (target, parity)
+    # two training steps leave the model predicting one class, which bench's output check catches (exit 3)
+    code, _, err = run_cli(["bench", tmp_path / "art1", "--data", data, "--runs", "5", "--warmup", "1", "--json",
+                            tmp_path / "b.json"], capsys)
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert code == 3 and "degenerate" in json.dumps(bench), err
+    assert bench["miou"] is not None and bench["latency_ms"]["p50"] > 0
+    ok(["fit", "--target", "onnxruntime-cpu", "--data", data, "--models", ckpt, *code_opt, "--sizes", "1.0",
+        "--precisions", "fp32", "--runs", "5", "--memory-runs", "0", "--budget-p99-ms", "10000",
+        "--out", tmp_path / "fit"])
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["chosen"]
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for _ in range(5):
+        writer.write(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    writer.release()
+    ok(["demo", "--artifact", tmp_path / "art1", "--source", clip, "--no-window", "--record", tmp_path / "demo.mp4"])
+    assert cv2.VideoCapture(str(tmp_path / "demo.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) >= 1

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code, code_flag
 
 
 #: the build target for each quantization preset (edgeseg/compress/nncf_setup.py)
@@ -27,7 +27,8 @@ def _next_steps(report: dict, data) -> str | None:
     best = max(files, key=lambda k: (report["variants"].get(k) or {}).get("miou") or 0.0)
     target = BUILD_TARGET.get((report.get("target") or {}).get("name"), "openvino-cpu")
     ckpt, art, d = shlex.quote(f"{report['out']}/{files[best]}"), f"artifacts/{best}-{target}", shlex.quote(str(data))
-    return (f"next: edgeseg build {ckpt} --target {target} --data {d} --out {art}\n"
+    code = code_flag((report.get("model") or {}).get("name"))
+    return (f"next: edgeseg build {ckpt} --target {target} --data {d} --out {art}{code}\n"
             f"      edgeseg bench {art} --data {d} --html {art}/report.html")
 
 

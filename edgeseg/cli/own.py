@@ -21,6 +21,15 @@ def allow_model_code(spec: str | None) -> None:
         own.allow(spec)
 
 
+def code_flag(model_name: str | None) -> str:
+    """`` --model-code SPEC`` for the next commands of a model of your own, else nothing."""
+    import shlex
+
+    from edgeseg.models import own
+
+    return f" --model-code {shlex.quote(model_name)}" if model_name and own.is_own_spec(model_name) else ""
+
+
 def parse_floats(text: str | None, option: str) -> list[float] | None:
     """``"0.485,0.456,0.406"`` -> three floats; one line for anything else."""
     if text is None:

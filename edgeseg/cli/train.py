@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code, model_input, own_model_kwargs
+from edgeseg.cli.own import ModelCodeOpt, allow_model_code, code_flag, model_input, own_model_kwargs
 from edgeseg.cli.tables import JsonOpt
 from edgeseg.errors import ConfigError
 
@@ -163,8 +163,9 @@ def train_cmd(
         typer.echo(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']}; "
                    f"checkpoints in {result['out']}")
         best = Path(result["out"]) / "best.pt"
-        typer.echo(f"next: edgeseg eval {best} --data {cfg.data or 'DIR'}\n      edgeseg build {best} --target openvino-cpu "
-                   f"--data {cfg.data or 'DIR'}")
+        code = code_flag(result.get("model"))
+        typer.echo(f"next: edgeseg eval {best} --data {cfg.data or 'DIR'}{code}\n      edgeseg build {best} "
+                   f"--target openvino-cpu --data {cfg.data or 'DIR'}{code}")
 
 
 def _parse_range(text: str) -> tuple[float, float]:

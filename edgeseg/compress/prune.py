@@ -50,11 +50,34 @@ def _classifier_layers(model, num_classes: int) -> list[nn.Module]:
 
 
 def _train_forward(model, x):
-    # torch-pruning switches the model to eval() before tracing; trace the training graph.
+    # torch-pruning switches the model to eval() before tracing; trace the training graph
+    # (a model of your own: with its side outputs, whose layers read the pruned features too).
     model.train()
     try:
-        return model(x)
+        return model.forward_all(x) if hasattr(model, "forward_all") else model(x)
     finally:
+        model.eval()
+
+
+def check_pruned_runs(model, example_input: torch.Tensor) -> None:
+    """One line naming the layer where a pruned model no longer runs (torch-pruning could not
+    follow the graph there), instead of a shape error at the next use."""
+    entered: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: entered.append(name))
+             for name, m in model.named_modules() if name and not list(m.children())]
+    try:
+        with torch.no_grad():
+            for training in (True, False):
+                model.train(training)
+                _train_forward(model, example_input) if training else model(example_input)
+    except RuntimeError as exc:
+        where = entered[-1] if entered else "?"
+        raise ConfigError(f"structured pruning (torch-pruning) could not follow layer '{where}' of the model "
+                          f"({str(exc).splitlines()[0][:160]}): keep it whole with --prune-ignore {where.rsplit('.', 1)[0]}, "
+                          f"or use --prune-mode unstructured") from None
+    finally:
+        for h in hooks:
+            h.remove()
         model.eval()
 
 
@@ -87,7 +110,7 @@ def prune_structured(model, example_input: torch.Tensor, ratio: float, *, round_
                                            pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
         with torch.no_grad():
             pruner.step()
-    model.eval()
+    check_pruned_runs(model, example)
     after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     changed = {n: [before[n], after[n]] for n in after if n in before and before[n] != after[n]}
     return {"mode": "structured", "ratio": ratio, "round_to": round_to, "tool": f"torch-pruning {tp.__version__}",

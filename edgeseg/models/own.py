@@ -218,6 +218,15 @@ class OwnModel(SegmentationModel):
                if isinstance(o, torch.Tensor) and o.dim() == 4 and o.shape[1] == self.num_classes]
         return (main, *aux) if aux else main
 
+    def forward_all(self, x: torch.Tensor) -> tuple:
+        """Every tensor the network returns, side outputs included: what a tool that follows the
+        graph from its outputs (torch-pruning) must see, or it leaves their layers unpruned."""
+        if self.bgr:
+            x = x.flip(1)
+        out = self.net(x)
+        items = out.values() if isinstance(out, dict) else (out if isinstance(out, (tuple, list)) else [out])
+        return tuple(t for t in items if isinstance(t, torch.Tensor))
+
     @staticmethod
     def _to_input_size(t: torch.Tensor, size) -> torch.Tensor:
         # a static choice, also when traced: a network's output stride does not change with the size
@@ -306,3 +315,20 @@ def input_descriptor(info, mean=None, std=None, value_range: float = 1.0, bgr: b
     if min(s) <= 0:
         raise ModelError(f"--input-std must be above 0 for every channel, got {list(std or s)}")
     return replace(info, mean=tuple(m), std=tuple(s))
+
+
+def load_plain_weights(model: OwnModel, state: dict, source) -> None:
+    """Load a plain state dict of the user's network (not an edgeseg checkpoint) into it; keys
+    missing or extra, or of another shape, are one line naming the first few."""
+    mine = model.net.state_dict()
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    shapes = [f"{k} {tuple(state[k].shape)} (the model has {tuple(v.shape)})" for k, v in mine.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                for what, keys in (("missing", missing), ("unexpected", extra), ("other shape", shapes)) if keys]
+    if problems:
+        raise CheckpointError(f"weights '{source}' do not fit {model.spec} with {model.num_classes} classes: "
+                              f"{'; '.join(problems)}: give the weights of the same architecture and class count "
+                              f"(--model-arg, --classes-arg)")
+    model.net.load_state_dict(state)

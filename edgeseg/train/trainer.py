@@ -330,16 +330,34 @@ class _Progress:
             self.bar.remove_task(task)
 
 
+def _is_edgeseg_checkpoint(path) -> bool:
+    if Path(path).suffix != ".pt":
+        return False
+    try:
+        load_checkpoint(path)
+        return True
+    except ConfigError:
+        raise
+    except Exception:
+        return False
+
+
 def _init_weights(cfg: TrainConfig, log) -> dict:
     """The checkpoint a new phase starts from (weights only, loaded without running code);
     the run takes its model and, where it held images out, the same hold-out, so the second
     phase never trains on the images the first one was scored on."""
     from edgeseg.data.holdout import holdout_of
+    from edgeseg.models import own
 
     from edgeseg import zoo
 
     if not Path(cfg.init_from).exists() and zoo.is_zoo_name(cfg.init_from):
         ckpt = zoo.load_zoo_checkpoint(cfg.init_from)
+    elif own.is_own_spec(cfg.model) and not _is_edgeseg_checkpoint(cfg.init_from):
+        # your own model's published weights: a plain state dict of its network
+        from edgeseg.files import load_state_dict_file
+
+        return {"plain_state": load_state_dict_file(cfg.init_from)}
     else:
         ckpt = load_checkpoint(cfg.init_from)
     model = ckpt.get("model") or {}
@@ -397,7 +415,7 @@ def open_train_val(cfg: TrainConfig, log=print):
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict:
-    """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out"}``."""
+    """Train a model; returns ``{"best_miou", "best_epoch", "epochs", "out", "model"}``."""
     from edgeseg.data import build_eval_transform, build_train_transform
     from edgeseg.losses import build_loss, parse_loss_spec
     from edgeseg.models import create_model, get_entry, own
@@ -487,6 +505,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         model = model.to(memory_format=torch.channels_last)
     if state is not None:
         unwrap(model).load_state_dict(state["state_dict"])
+    elif init is not None and "plain_state" in init:
+        own.load_plain_weights(unwrap(model), init["plain_state"], cfg.init_from)
     elif init is not None:
         try:
             unwrap(model).load_state_dict(init["state_dict"])
@@ -638,4 +658,5 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
                 break
     dist.barrier()
     dist.cleanup()
-    return {"best_miou": best_miou, "best_epoch": best_epoch + 1, "epochs": epoch + 1, "out": str(out)}
+    return {"best_miou": best_miou, "best_epoch": best_epoch + 1, "epochs": epoch + 1, "out": str(out),
+            "model": cfg.model}
