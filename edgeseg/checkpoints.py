@@ -14,7 +14,7 @@ import torch
 
 from edgeseg.compress.io import NNCF_HOOKS_PREFIX
 from edgeseg.data.info import DatasetInfo
-from edgeseg.errors import CheckpointError
+from edgeseg.errors import CheckpointError, DataError
 from edgeseg.files import load_checkpoint
 
 
@@ -39,7 +39,10 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
         raise CheckpointError(f"{source}: weights do not fit model '{spec['name']}' ({first}){hint}") from exc
     _check_finite(ckpt["state_dict"], source)
     model.float().eval()
-    return model, DatasetInfo.from_dict(ckpt["dataset"])
+    try:
+        return model, DatasetInfo.from_dict(ckpt["dataset"])
+    except DataError as exc:  # its stats or colours: name the checkpoint, not only the dataset
+        raise CheckpointError(f"{source}: {exc}") from exc
 
 
 def _check_finite(state_dict: dict, source: str) -> None:

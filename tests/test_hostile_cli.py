@@ -47,6 +47,21 @@ def _negative_size(m):
     m["input"]["size"] = [-64, 96]
 
 
+def _set(key, value):
+    return lambda m: m.__setitem__(key, value)
+
+
+def _quant(which, dtype, scale, zero_point):
+    def edit(m):
+        m[which]["dtype"] = dtype
+        m[which]["quant"] = None if scale is None else {"scale": scale, "zero_point": zero_point}
+    return edit
+
+
+def _output_size(size):
+    return lambda m: m["output"].update(size=size)
+
+
 def _truncate_model(art: Path) -> None:
     p = art / "model.onnx"
     p.write_bytes(p.read_bytes()[:400])
@@ -102,6 +117,50 @@ CASES = {
                                    None, 2, "cannot use '/proc/edgeseg-no"),
     "build: 0 threads": (["build", "{ckpt}", "--target", "onnxruntime-cpu", "--threads", "0", "--out", "{root}/b"],
                          None, 2, "--threads must be at least 1"),
+    # issue #31: every number the pre- and post-processing take from the manifest
+    "bench: std of zero": (["bench", "{art}", "--runs", "1"], lambda a: _edit_manifest(a, _set("std", [0, 0, 0])), 2,
+                           "std must be three finite numbers > 0"),
+    "demo: std of zero": (["demo", "--artifact", "{art}", "--source", "{data}/val", "--no-window", "--json",
+                           "{root}/d.json"], lambda a: _edit_manifest(a, _set("std", [0, 0, 0])), 2,
+                          "std must be three finite numbers > 0"),
+    "bench: NaN in mean": (["bench", "{art}", "--runs", "1"],
+                           lambda a: _edit_manifest(a, _set("mean", [float("nan"), 0.4, 0.4])), 2,
+                           "mean must be three finite numbers"),
+    "bench: two std values": (["bench", "{art}", "--runs", "1"], lambda a: _edit_manifest(a, _set("std", [0.2, 0.2])),
+                              2, "std must be three finite numbers > 0"),
+    "bench: std as text": (["bench", "{art}", "--runs", "1"], lambda a: _edit_manifest(a, _set("std", "0.2")),
+                           2, "std must be three finite numbers > 0"),
+    "bench: input quant scale of zero": (["bench", "{art}", "--runs", "1"],
+                                         lambda a: _edit_manifest(a, _quant("input", "int8", 0.0, 0)), 2,
+                                         "input.quant.scale must be a finite number > 0"),
+    "bench: output quant scale of inf": (["bench", "{art}", "--runs", "1"],
+                                         lambda a: _edit_manifest(a, _quant("output", "float32", float("inf"), 0)),
+                                         2, "output.quant.scale must be a finite number > 0"),
+    "bench: uint8 zero point 300": (["bench", "{art}", "--runs", "1"],
+                                    lambda a: _edit_manifest(a, _quant("input", "uint8", 0.02, 300)), 2,
+                                    "input.quant.zero_point must be an integer in 0..255"),
+    "bench: int8 input without quant": (["bench", "{art}", "--runs", "1"],
+                                        lambda a: _edit_manifest(a, _quant("input", "int8", None, None)), 2,
+                                        "input.quant must be {scale, zero_point}"),
+    "bench: output size of zero": (["bench", "{art}", "--runs", "1"], lambda a: _edit_manifest(a, _output_size([0, 96])),
+                                   2, "output.size must be two positive integers"),
+    "bench: input size 1e9": (["bench", "{art}", "--runs", "1"],
+                              lambda a: _edit_manifest(a, lambda m: m["input"].update(size=[10 ** 9, 96])), 2,
+                              "input.size must be two positive integers"),
+    "bench: class count not the classes'": (["bench", "{art}", "--runs", "1"],
+                                            lambda a: _edit_manifest(a, lambda m: m["output"].update(num_classes=-1)),
+                                            2, "output.num_classes must be 11"),
+    "bench: a colour of 300": (["bench", "{art}", "--runs", "1"],
+                               lambda a: _edit_manifest(a, lambda m: m["colors"].__setitem__(0, [300, 0, 0])), 2,
+                               "colors must be 11 colours"),
+    "bench: fewer colours than classes": (["bench", "{art}", "--runs", "1"],
+                                          lambda a: _edit_manifest(a, lambda m: m["colors"].pop()), 2,
+                                          "colors must be 11 colours"),
+    "bench: no classes": (["bench", "{art}", "--runs", "1"], lambda a: _edit_manifest(a, _set("classes", [])), 2,
+                          "classes must be a list of 1 to 255 class names"),
+    "bench: unknown dtype": (["bench", "{art}", "--runs", "1"],
+                             lambda a: _edit_manifest(a, lambda m: m["input"].update(dtype="complex64")), 2,
+                             "input.dtype must be one of"),
 }
 
 
@@ -114,11 +173,11 @@ def test_hostile_input_one_line_nonzero_nothing_left(base, tmp_path, case):
         damage(art)
     args = [a.format(art=art, data=data, ckpt=ckpt, root=root) for a in argv]
     before = sorted(p for p in root.rglob("*")) + sorted(tmp_path.rglob("*"))
-    p = subprocess.run([sys.executable, "-m", "edgeseg", *args], capture_output=True, text=True, timeout=120,
-                       cwd=tmp_path)
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == code, (p.returncode, p.stdout[-1000:], p.stderr[-2000:])
-    assert "Traceback" not in p.stderr and len(lines) == 1 and text in lines[0], p.stderr[-2000:]
+    rc, err, seconds, mb = _measured(args, tmp_path)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == code, (rc, err[-2000:])
+    assert "Traceback" not in err and len(lines) == 1 and text in lines[0], err[-2000:]
+    assert seconds < MAX_SECONDS and mb < MAX_MB, (seconds, mb)
     assert sorted(p for p in root.rglob("*")) + sorted(tmp_path.rglob("*")) == before  # nothing new, nothing half
 
 
@@ -377,14 +436,14 @@ def _dataset_with(data: Path, tmp: Path, split: str, name: str, content: bytes, 
 
 
 def _file(name: str, content):
-    def make(tmp, data):
+    def make(tmp, data, ckpt):
         (tmp / name).write_bytes(content() if callable(content) else content)
         return {"f": tmp / name}
     return make
 
 
 def _data(split: str, name: str, content, annot: bool = False):
-    def make(tmp, data):
+    def make(tmp, data, ckpt):
         body = content() if callable(content) else content
         return {"d": _dataset_with(data, tmp, split, name, body, annot)}
     return make
@@ -404,7 +463,7 @@ def _wide_mask():
     return cv2.imencode(".png", np.full((64, 96), 1000, np.uint16))[1].tobytes()
 
 
-def _needs_tiles(tmp, data):
+def _needs_tiles(tmp, data, ckpt):
     """A header sized so that whole-image inference needs more memory than this machine has free,
     and tiled inference less (the estimates: 500 and 144 bytes per pixel)."""
     from edgeseg.predict import available_memory
@@ -412,6 +471,25 @@ def _needs_tiles(tmp, data):
     side = int((available_memory() / 300) ** 0.5)
     (tmp / "big.png").write_bytes(png_bomb(side, side))
     return {"f": tmp / "big.png", "limit": str(side * side)}
+
+
+def _checkpoint(edit):
+    """A copy of the test checkpoint, edited (its weights, its dataset descriptor)."""
+    def make(tmp, data, ckpt):
+        import torch
+
+        c = torch.load(ckpt, weights_only=True)
+        edit(c)
+        torch.save(c, tmp / "bad.pt")
+        return {"bad": tmp / "bad.pt"}
+    return make
+
+
+def _poison(value):
+    def edit(c):
+        key = next(k for k, t in c["state_dict"].items() if t.is_floating_point() and t.ndim == 4)
+        c["state_dict"][key].view(-1)[3] = value
+    return edit
 
 
 VAL0 = "val_0000.png"
@@ -474,8 +552,23 @@ BOMBS = {
         _data("train", TRAIN0, lambda: png_bomb(20000, 20000)), None, 2, TRAIN0 + " is 20000x20000"),
     "demo: a PNG bomb in the folder source": (
         ["demo", "--artifact", "{art}", "--source", "{tmp}/frames", "--no-window", "--json", "{tmp}/d.json"],
-        lambda tmp, data: (tmp / "frames").mkdir() or {"f": (tmp / "frames" / "a.png").write_bytes(png_bomb(20000, 20000))},
+        lambda tmp, data, ckpt: (tmp / "frames").mkdir() or {"f": (tmp / "frames" / "a.png").write_bytes(png_bomb(20000, 20000))},
         None, 3, "a.png is 20000x20000"),
+    "eval: NaN in a checkpoint's weights": (["eval", "{bad}", "--data", "{data}"], _checkpoint(_poison(float("nan"))),
+                                            None, 2, "holds NaN or inf values"),
+    "predict: inf in a checkpoint's weights": (["predict", "{bad}", "{data}/val/" + VAL0, "--out", "{tmp}/out"],
+                                               _checkpoint(_poison(float("inf"))), None, 2, "holds NaN or inf values"),
+    "build: NaN in a checkpoint's weights": (["build", "{bad}", "--target", "onnxruntime-cpu", "--out", "{tmp}/b"],
+                                             _checkpoint(_poison(float("nan"))), None, 2, "holds NaN or inf values"),
+    "eval: a checkpoint whose dataset std is 0": (
+        ["eval", "{bad}", "--data", "{data}"], _checkpoint(lambda c: c["dataset"].update(std=[0.0, 0.0, 0.0])), None,
+        2, "std must be three finite numbers > 0"),
+    "predict: a checkpoint whose dataset mean is NaN": (
+        ["predict", "{bad}", "{data}/val/" + VAL0, "--out", "{tmp}/out"],
+        _checkpoint(lambda c: c["dataset"].update(mean=[float("nan"), 0.4, 0.4])), None, 2,
+        "mean must be three finite numbers"),
+    "train: NaN weight decay": (["train", "--model", "enet", "--data", "{data}", "--weight-decay", "nan", "--out",
+                                 "{tmp}/run"], None, None, 2, "weight_decay must be a finite number"),
     "demo: a video whose frames are 12000x12000": (
         ["demo", "--artifact", "{art}", "--source", "{f}", "--no-window", "--json", "{tmp}/d.json"],
         _file("v.y4m", lambda: y4m_bomb(12000, 12000)), None, 3, "has 12000x12000 frames"),
@@ -486,7 +579,7 @@ BOMBS = {
 def test_images_that_lie_about_their_size(base, tmp_path, case):
     root, data, ckpt, art = base
     argv, prepare, env, code, text = BOMBS[case]
-    names = prepare(tmp_path, data) if prepare else {}
+    names = prepare(tmp_path, data, ckpt) if prepare else {}
     args = [a.format(art=art, data=data, ckpt=ckpt, root=root, tmp=tmp_path, **names) for a in argv]
     before = sorted(root.rglob("*")) + sorted(tmp_path.rglob("*"))
     rc, err, seconds, mb = _measured(args, tmp_path, env)
@@ -495,3 +588,38 @@ def test_images_that_lie_about_their_size(base, tmp_path, case):
     assert "Traceback" not in err and len(lines) == 1 and text in lines[0], err[-2000:]
     assert seconds < MAX_SECONDS and mb < MAX_MB, (seconds, mb)
     assert sorted(root.rglob("*")) + sorted(tmp_path.rglob("*")) == before  # nothing new, nothing half
+
+
+def test_recipe_numbers_are_checked():
+    """Recipes are shipped files, read by name: each one's numbers pass, and a damaged one is one line."""
+    from edgeseg.errors import ConfigError
+    from edgeseg.recipes import list_recipes, load_recipe
+    from edgeseg.train.trainer import TrainConfig
+
+    for name in list_recipes():
+        TrainConfig.from_dict({**load_recipe(name), "data": "d"}).validate()
+    recipe = {**load_recipe(list_recipes()[0]), "data": "d"}
+    for key, value, text in (("lr", "0.01", "lr must be a finite number"), ("epochs", float("inf"), "epochs must be"),
+                             ("weight_decay", -1.0, "--weight-decay must be 0 or more"),
+                             ("momentum", 1.5, "momentum must be at least 0 and below 1"),
+                             ("batch_size", True, "batch_size must be a finite number")):
+        with pytest.raises(ConfigError, match=text):
+            TrainConfig.from_dict({**recipe, key: value}).validate()
+
+
+def test_target_profile_numbers_are_checked():
+    from edgeseg.errors import ConfigError
+    from edgeseg.targets import list_targets, load_target, profile_from_dict
+
+    profiles = [load_target(name) for name in list_targets()]  # every shipped profile passes
+    base = profiles[0].to_dict()
+    for edit, text in ((lambda d: d["budget"].update(p99_ms=float("nan")), "budget.p99_ms must be a finite number > 0"),
+                       (lambda d: d["budget"].update(memory_mb=-5), "budget.memory_mb must be a finite number > 0"),
+                       (lambda d: d["parity"].update(max_miou_drop="a lot"), "parity.max_miou_drop must be a number"),
+                       (lambda d: d["parity"].update(min_agreement={"fp32": 1.5}),
+                        "parity.min_agreement.fp32 must be a number in 0..1")):
+        d = json.loads(json.dumps(base))
+        edit(d)
+        with pytest.raises(ConfigError, match=text):
+            profile_from_dict(d, "test profile")
+

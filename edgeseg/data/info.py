@@ -40,10 +40,10 @@ class DatasetInfo:
 
     def _check_numbers(self) -> None:
         """Stats that would turn every input into inf/NaN (a zero std), or colours no image can hold."""
-        for field, values, ok, rule in (("mean", self.mean, lambda v: 0.0 <= v <= 1.0, "in 0..1"),
-                                        ("std", self.std, lambda v: v > 0.0, "> 0")):
+        for field, values, ok, rule in (("mean", self.mean, lambda v: True, ""),
+                                        ("std", self.std, lambda v: v > 0.0, " > 0")):
             if len(values) != 3 or not all(math.isfinite(v) and ok(v) for v in values):
-                raise DataError(f"dataset '{self.name}': {field} must be three finite numbers {rule} (of RGB "
+                raise DataError(f"dataset '{self.name}': {field} must be three finite numbers{rule} (of RGB "
                                 f"scaled to 0..1), got {list(values)}: recompute the dataset statistics")
         bad = [c for c in self.colors if len(c) != 3 or not all(0 <= v <= 255 for v in c)]
         if bad:

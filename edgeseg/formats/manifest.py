@@ -158,7 +158,7 @@ def _check_classes(m: dict, path: Path) -> None:
 
 def _check_numbers(m: dict, path: Path) -> None:
     """Type, length, finiteness and range of every number the pre- and post-processing use."""
-    _check_triple(path, "mean", m["mean"], 0.0, 1.0, "three finite numbers in 0..1 (RGB scaled to 0..1)")
+    _check_triple(path, "mean", m["mean"], -1e6, 1e6, "three finite numbers")
     _check_triple(path, "std", m["std"], 1e-6, 1e6, "three finite numbers > 0")
     _check_tensor(path, "input", m["input"])
     _check_tensor(path, "output", m["output"])

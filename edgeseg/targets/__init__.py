@@ -115,10 +115,27 @@ def profile_from_dict(d: dict, source: str = "profile") -> TargetProfile:
         (p.default_precision in p.precisions,
          f"default_precision '{p.default_precision}' is not in precisions {p.precisions}"),
     ]
-    for ok, msg in checks:
+    for ok, msg in checks + _number_checks(p):
         if not ok:
             raise ConfigError(f"{source}: {msg}")
     return p
+
+
+def _number(v, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi  # NaN fails both
+
+
+def _number_checks(p: TargetProfile) -> list:
+    """The budget and parity numbers (#31): a NaN or negative gate would pass or fail everything."""
+    budget = p.budget if isinstance(p.budget, dict) else {None: p.budget}
+    checks = [(_number(v, 1e-9, 1e12), f"budget.{k} must be a finite number > 0, got {v!r}") for k, v in budget.items()]
+    parity = p.parity if isinstance(p.parity, dict) else {}
+    for key in ("min_agreement", "max_miou_drop"):
+        v = parity.get(key, 0.5)
+        for prec, x in (v.items() if isinstance(v, dict) else [(None, v)]):
+            field_name = f"parity.{key}" + (f".{prec}" if prec else "")
+            checks.append((_number(x, 0.0, 1.0), f"{field_name} must be a number in 0..1, got {x!r}"))
+    return checks
 
 
 def load_target(name: str) -> TargetProfile:

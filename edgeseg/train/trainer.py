@@ -84,6 +84,14 @@ class TrainConfig:
     ema_decay: float = 0.0
 
     def validate(self) -> None:
+        for name in _NUMBERS:  # from a recipe or an option: a real number first, then its range
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}: fix the recipe or the option")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be at least 0 and below 1, got {self.momentum}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -125,6 +133,10 @@ class TrainConfig:
         cfg.scale = tuple(cfg.scale)
         return cfg
 
+
+#: TrainConfig's numeric fields (#31: a NaN weight decay trained to NaN weights)
+_NUMBERS = ("epochs", "batch_size", "lr", "weight_decay", "momentum", "warmup_epochs", "rotate", "ema_decay",
+            "val_fraction", "steps_per_epoch", "val_every", "workers", "patience", "seed")
 
 RUN_FILES = ("last.pt", "best.pt", "ema.pt", "metrics.jsonl")
 
