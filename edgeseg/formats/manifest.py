@@ -141,6 +141,12 @@ def _check_tensor(path: Path, name: str, spec) -> None:
 
 def _check_classes(m: dict, path: Path) -> None:
     classes, colors = m.get("classes"), m.get("colors")
+    if "classes" not in m:  # a hand-written manifest: the class counts must still be sane
+        for field, value in (("model.num_classes", (m.get("model") or {}).get("num_classes", 1)),
+                             ("output.num_classes", m["output"].get("num_classes", 1))):
+            if not (_is_int(value) and 1 <= value <= 255):
+                raise _bad(path, field, "an integer in 1..255", value)
+        return
     if not (isinstance(classes, list) and 1 <= len(classes) <= 255 and all(isinstance(c, str) for c in classes)):
         raise _bad(path, "classes", "a list of 1 to 255 class names", classes)
     n = len(classes)
