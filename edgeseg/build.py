@@ -280,6 +280,8 @@ class BuildPlan:
 
     @property
     def reference(self) -> str:
+        if getattr(self.model, "graph_bytes", None) is not None:
+            return "onnxruntime fp32, the source ONNX file"
         if not self.quantized:
             return "pytorch fp32"
         backend = "PT2E" if self.quantized.get("backend") == "pt2e" else "NNCF"
@@ -299,6 +301,11 @@ def plan_build(source, target: str, *, precision=None, out=None, input_size=None
     precision = profile.check_precision(precision)
     model, info, ckpt = load_model(source)
     model = model.float().eval().cpu()
+    unit = get_unit(profile.runtime)
+    if getattr(model, "graph_bytes", None) is not None and not unit.takes_onnx_models:
+        raise ConfigError(f"target '{profile.name}' ({profile.format}) converts from PyTorch only, and '{source}' is "
+                          f"an ONNX file: start from the PyTorch model (a checkpoint, or train --model "
+                          f"FILE.py:FACTORY), or build this file for another target")
     # A quantized checkpoint (edgeseg compress --qat/--ptq) is int8 by construction.
     quantized = ckpt.get("quantization") or None
     if quantized and precision != "int8":
@@ -307,7 +314,6 @@ def plan_build(source, target: str, *, precision=None, out=None, input_size=None
                               f"{quantized.get('method')}): build it with --precision int8 for a target that has "
                               f"int8, or build its float source checkpoint for {precision}")
         precision = "int8"
-    unit = get_unit(profile.runtime)
     backend = (quantized or {}).get("backend", "nncf")
     keeps = bool(quantized) and backend in unit.quantized_checkpoints
     export_model = model

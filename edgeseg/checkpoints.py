@@ -53,6 +53,20 @@ def _check_finite(state_dict: dict, source: str) -> None:
                                   f"a damaged file): use an earlier checkpoint or retrain")
 
 
+def _data_facts(data):
+    """``(descriptor, image size)`` of a dataset folder for an ONNX model, or None without one."""
+    if not data:
+        return None
+    from edgeseg.data import available_splits, open_dataset
+
+    splits = available_splits(data)
+    if not splits:
+        return None
+    ds = open_dataset(data, "train" if "train" in splits else splits[0])
+    size = tuple(ds.read(0)[0].shape[:2]) if len(ds) else None
+    return ds.info, size
+
+
 def load_source(name_or_path, map_location="cpu") -> dict:
     """A checkpoint dict from a file path or a zoo name (e.g. ``bisenetv1-camvid``)."""
     path = Path(name_or_path)
@@ -66,7 +80,12 @@ def load_source(name_or_path, map_location="cpu") -> dict:
 
 
 def load_model(name_or_path, map_location="cpu"):
-    """``(model, info, ckpt)`` from a checkpoint path or a zoo name."""
+    """``(model, info, ckpt)`` from a checkpoint path, a zoo name or an ONNX file (run in ONNX
+    Runtime, adapted with the options the CLI set: :mod:`edgeseg.formats.onnx_model`)."""
+    from edgeseg.formats import onnx_model
+
+    if onnx_model.is_onnx_source(name_or_path):
+        return onnx_model.open_onnx(name_or_path, _data_facts(onnx_model.options().get("data")))
     ckpt = load_source(name_or_path, map_location)
     model, info = model_from_checkpoint(ckpt, str(name_or_path))
     return model, info, ckpt

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code
+from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
+                             allow_model_code, set_onnx_facts)
 from edgeseg.cli.tables import JsonOpt
 
 
@@ -21,7 +22,7 @@ def _default_source(target: str) -> str:
 
 def build_cmd(
     source: Annotated[Optional[str], typer.Argument(
-        help="Checkpoint file or zoo name (default: the zoo's best model).")] = None,
+        help="Checkpoint file, zoo name or ONNX model (default: the zoo's best model).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target profile (see `edgeseg targets`).")] = ...,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | bf16 | int8, as the target has them (default: the target's).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Artifact folder (default: artifacts/<model>-<target>-<precision>).")] = None,
@@ -35,9 +36,17 @@ def build_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for export and parity runs.")] = None,
     model_code: ModelCodeOpt = None,
+    num_classes: NumClassesOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
+    bgr: BgrOpt = None,
+    output: OutputOpt = None,
 ):
     """Export, quantize (int8: with --data), verify against PyTorch and write an artifact folder."""
     allow_model_code(model_code)
+    set_onnx_facts(source, data, num_classes, classes, mean, std, input_range, bgr, output, img_size)
     from edgeseg.build import build, summarize
 
     if source is None:

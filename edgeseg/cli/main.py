@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_sigterm(signum, frame):
         raise Terminated()
 
+    from edgeseg.formats import onnx_model
     from edgeseg.models import own
 
-    own.reset_trust()  # each command starts with no code allowed
+    own.reset_trust()  # each command starts with no code allowed, and no ONNX facts
+    onnx_model.set_options()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_sigterm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,6 +12,46 @@ from edgeseg.errors import ConfigError
 ModelCodeOpt = Annotated[Optional[str], typer.Option(
     "--model-code", help="The code of a checkpoint of your own model (FILE.py:FACTORY or module:FACTORY, as "
                          "given to `train --model`): a checkpoint never imports code by itself.")]
+
+
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="An ONNX model: its class count "
+                                                                            "[--data's classes, else its output's channels].")]
+ClassesOpt = Annotated[Optional[Path], typer.Option("--classes", help="An ONNX model: a JSON list of its class names.")]
+MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Your model's input mean per channel, in its channel "
+                                                               "order and --input-range [the data's].")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Your model's input std per channel [the data's].")]
+RangeOpt = Annotated[Optional[float], typer.Option("--input-range", help="Your model's pixel range: 1 (0..1) or "
+                                                                         "255 (0..255) [1].")]
+BgrOpt = Annotated[Optional[bool], typer.Option("--bgr", help="Your model takes B,G,R channels [R,G,B].")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", help="Your model's main head: an index into its "
+                                                                   "outputs, or a name / dict key [the first, or 'out'].")]
+
+
+def set_onnx_facts(source, data, num_classes, classes, mean, std, value_range, bgr, output, input_size=None) -> None:
+    """What an ONNX file does not say, for :func:`edgeseg.checkpoints.load_model` to adapt it by;
+    one line where these options are given for a source that is not an ONNX file."""
+    from edgeseg.formats import onnx_model
+
+    given = [v for v in (num_classes, classes, mean, std, value_range, bgr, output) if v is not None]
+    if not (source and onnx_model.is_onnx_source(source)):
+        if given:
+            raise ConfigError("--num-classes, --classes, --mean, --std, --input-range, --bgr and --output describe an "
+                              "ONNX model (MODEL.onnx): a checkpoint records them itself")
+        return
+    names = None
+    if classes is not None:
+        import json
+
+        try:
+            names = json.loads(Path(classes).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--classes '{classes}' is not a readable JSON file ({exc})") from None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"--classes '{classes}' must hold a JSON list of class names, e.g. [\"road\", \"car\"]")
+    norm = model_input(mean, std, value_range) or {}
+    onnx_model.set_options(data=str(data) if data else None, num_classes=num_classes, classes=names,
+                           mean=norm.get("mean"), std=norm.get("std"), value_range=norm.get("range"), bgr=bgr,
+                           output=parse_output(output), input_size=input_size)
 
 
 def allow_model_code(spec: str | None) -> None:
@@ -66,5 +107,5 @@ def model_input(mean: str | None, std: str | None, value_range: float | None) ->
         return None
     if value_range is not None and value_range not in (1.0, 255.0):
         raise ConfigError(f"--input-range must be 1 (pixels in 0..1) or 255 (0..255), got {value_range:g}")
-    return {"mean": parse_floats(mean, "--input-mean"), "std": parse_floats(std, "--input-std"),
+    return {"mean": parse_floats(mean, "--mean"), "std": parse_floats(std, "--std"),
             "range": value_range or 1.0}

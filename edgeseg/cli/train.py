@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code, code_flag, model_input, own_model_kwargs
+from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
+                             allow_model_code, code_flag, model_input, own_model_kwargs, set_onnx_facts)
 from edgeseg.cli.tables import JsonOpt
 from edgeseg.errors import ConfigError
 
@@ -98,16 +99,13 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     classes_arg: Annotated[Optional[str], typer.Option(help="Your model: the factory's keyword for the class count "
                                                             "('' positional, '-' none) [num_classes].")] = None,
-    output: Annotated[Optional[str], typer.Option(help="Your model: the main head of a tuple/list (index) or dict "
-                                                       "(key) output [0, or 'out'].")] = None,
+    output: OutputOpt = None,
     size_divisor: Annotated[Optional[int], typer.Option(help="Your model: height and width must divide by this "
                                                              "[probed].")] = None,
-    bgr: Annotated[Optional[bool], typer.Option("--bgr", help="Your model takes B,G,R channels [R,G,B].")] = None,
-    input_mean: Annotated[Optional[str], typer.Option(help="Your model's input mean per channel, in its channel "
-                                                           "order and --input-range [the data's].")] = None,
-    input_std: Annotated[Optional[str], typer.Option(help="Your model's input std per channel [the data's].")] = None,
-    input_range: Annotated[Optional[float], typer.Option(help="Your model's pixel range: 1 (0..1) or 255 "
-                                                              "(0..255) [1].")] = None,
+    bgr: BgrOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
 ):
     """Train a segmentation model; writes last.pt, best.pt (by val mIoU) and metrics.jsonl."""
     from edgeseg.recipes import load_recipe
@@ -132,9 +130,10 @@ def train_cmd(
         allow_model_code(model)
         given["model_kwargs"] = own_model_kwargs(given.get("model_kwargs") or {}, classes_arg, output, size_divisor,
                                                  bgr)
-        given["model_input"] = model_input(input_mean, input_std, input_range)
-    elif any(v is not None for v in (classes_arg, output, size_divisor, bgr, input_mean, input_std, input_range)):
-        raise ConfigError("--classes-arg, --output, --size-divisor, --bgr and --input-* adapt a model of your own "
+        given["model_input"] = model_input(mean, std, input_range)
+    elif any(v is not None for v in (classes_arg, output, size_divisor, bgr, mean, std, input_range)):
+        raise ConfigError("--classes-arg, --output, --size-divisor, --bgr, --mean, --std and --input-range adapt a "
+                          "model of your own "
                           "(--model FILE.py:FACTORY); a registered model needs none of them")
     given = {k: v for k, v in given.items() if v is not None}
     if threads is not None:
@@ -224,7 +223,7 @@ CrfOpt = Annotated[bool, typer.Option(help="Refine with a dense CRF (slower).")]
 
 
 def eval_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt), zoo name or ONNX model (.onnx).")],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
@@ -238,9 +237,17 @@ def eval_cmd(
     flip: FlipOpt = True,
     crf: CrfOpt = False,
     model_code: ModelCodeOpt = None,
+    num_classes: NumClassesOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
+    bgr: BgrOpt = None,
+    output: OutputOpt = None,
 ):
-    """Score a checkpoint: per-class IoU table, mIoU, pixel accuracy."""
+    """Score a checkpoint (or an ONNX model): per-class IoU table, mIoU, pixel accuracy."""
     allow_model_code(model_code)
+    set_onnx_facts(checkpoint, data, num_classes, classes, mean, std, input_range, bgr, output)
     from rich.console import Console
     from rich.table import Table
 
@@ -275,7 +282,7 @@ def eval_cmd(
 
 
 def predict_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt), zoo name or ONNX model (.onnx).")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     alpha: Annotated[float, typer.Option(help="Overlay opacity (0-1).")] = 0.5,
@@ -286,9 +293,17 @@ def predict_cmd(
     flip: FlipOpt = True,
     crf: CrfOpt = False,
     model_code: ModelCodeOpt = None,
+    num_classes: NumClassesOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
+    bgr: BgrOpt = None,
+    output: OutputOpt = None,
 ):
-    """Write class-index masks, colour masks and overlays for images."""
+    """Write class-index masks, colour masks and overlays for images (a checkpoint or an ONNX model)."""
     allow_model_code(model_code)
+    set_onnx_facts(checkpoint, None, num_classes, classes, mean, std, input_range, bgr, output)
     from edgeseg.predict import predict_files
     from edgeseg.checkpoints import load_model
 

@@ -216,6 +216,8 @@ class Unit:
     compress_presets: dict = {}
     #: pip distributions whose versions a manifest records
     distributions: tuple[str, ...] = ()
+    #: whether ``export`` takes a finished ONNX model (formats.onnx_model.OnnxModel) as well as PyTorch
+    takes_onnx_models = True
     #: the modules holding ``export`` and ``PREDICTOR``, relative to the unit's package
     export_module = ".export"
     runtime_module = ".runtime"

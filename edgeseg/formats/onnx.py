@@ -28,6 +28,13 @@ def export_fp32(model, input_size, path: Path, *, opset: int = 17, dynamic: bool
     import onnx
     import torch
 
+    from edgeseg.formats.onnx_model import OnnxModel
+
+    if isinstance(model, OnnxModel):  # a finished ONNX model: its adapted graph, not a trace
+        with export_step("ONNX graph (from the source file)", path):
+            Path(path).write_bytes(model.graph_at(input_size, dynamic=dynamic))
+            onnx.checker.check_model(str(path))
+        return Path(path)
     h, w = input_size
     x = torch.zeros(1, 3, int(h), int(w))
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},

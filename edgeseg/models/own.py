@@ -313,7 +313,7 @@ def input_descriptor(info, mean=None, std=None, value_range: float = 1.0, bgr: b
     else:
         s = [1.0 / r] * 3 if (r != 1.0 or mean is not None) else list(info.std)
     if min(s) <= 0:
-        raise ModelError(f"--input-std must be above 0 for every channel, got {list(std or s)}")
+        raise ModelError(f"--std must be above 0 for every channel, got {list(std or s)}")
     return replace(info, mean=tuple(m), std=tuple(s))
 
 

@@ -14,6 +14,7 @@ INTERPRETERS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 
 class LiteRTUnit(Unit):
     name = "litert"
+    takes_onnx_models = False  # litert-torch converts PyTorch graphs only
     formats = ("tflite",)
     runtime_modules = INTERPRETERS
     build_modules = ("litert_torch", "ai_edge_litert")

@@ -53,11 +53,21 @@ def convert(model, input_size) -> "object":
     """The static-shape ``ov.Model`` of a PyTorch SegmentationModel (input named ``input``)."""
     import torch
 
+    from edgeseg.formats.onnx_model import OnnxModel
+
     ov = _ov()
     h, w = (int(v) for v in input_size)
-    x = torch.zeros(1, 3, h, w)
-    with torch.no_grad():
-        ov_model = ov.convert_model(model.eval(), example_input=x, input=[1, 3, h, w])
+    if isinstance(model, OnnxModel):  # a finished ONNX model: OpenVINO reads its adapted graph
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgeseg-ov-") as tmp:
+            src = Path(tmp) / "model.onnx"
+            src.write_bytes(model.graph_at((h, w), dynamic=False))
+            ov_model = ov.convert_model(str(src))
+    else:
+        x = torch.zeros(1, 3, h, w)
+        with torch.no_grad():
+            ov_model = ov.convert_model(model.eval(), example_input=x, input=[1, 3, h, w])
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     return ov_model
