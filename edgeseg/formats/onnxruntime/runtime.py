@@ -14,6 +14,10 @@ from edgeseg.formats.predictor import ModelCall, Predictor
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
+    # the CPU provider with graph optimisations off: a Q/DQ model runs as written (dequantize, fp32
+    # op, quantize), as TensorRT's explicit quantization computes it, without the CPU's int8
+    # kernels (on AVX2 without VNNI they saturate: vpmaddubsw sums pairs into int16)
+    "cpu-qdq-reference": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -79,11 +83,12 @@ class OnnxRuntimePredictor(Predictor):
             raise ConfigError(f"onnxruntime device '{device}' is not one of {', '.join(PROVIDERS)}")
         have = set(ort.get_available_providers())
         providers = [p for p in PROVIDERS[dev] if p in have]
-        if dev != "cpu" and providers == ["CPUExecutionProvider"]:
+        if not dev.startswith("cpu") and providers == ["CPUExecutionProvider"]:
             raise ConfigError(f"onnxruntime has no {PROVIDERS[dev][0]} here (providers: {', '.join(sorted(have))}): "
                               f"install onnxruntime-gpu or use device cpu")
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if dev == "cpu-qdq-reference"
+                                       else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1

@@ -36,6 +36,7 @@ class TensorRTUnit(Unit):
             return None
         device, where = None, "CPU"
         if runtime == "onnxruntime":  # the same ONNX on ONNX Runtime, on the GPU where its providers have one
+            device, where = "cpu-qdq-reference", "CPU, Q/DQ computed as written, as TensorRT does"
             from edgeseg.formats.onnxruntime.runtime import available_providers
 
             if "TensorrtExecutionProvider" in available_providers():
