@@ -68,7 +68,10 @@ def _header(path: Path, what: str):
             with image.open(path) as im:
                 return im.size[0], im.size[1], im.format, bool(getattr(im, "is_animated", False))
         except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-            raise DataError(f"cannot read {what} {path} (corrupt or not an image): replace or remove it") from exc
+            # "cannot identify" is Pillow's word for not-an-image; say why for the rest (a 12-bit JPEG)
+            why = "" if isinstance(exc, image.UnidentifiedImageError) else f": {str(exc)[:120]}"
+            raise DataError(f"cannot read {what} {path} (corrupt or not an image{why}): replace it, or save it "
+                            f"as an 8-bit PNG") from exc
         finally:
             image.MAX_IMAGE_PIXELS = saved
 
