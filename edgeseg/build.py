@@ -273,6 +273,10 @@ class BuildPlan:
     quantized: dict | None
     #: the unit exports that quantization as it is (else it calibrates its own, or needs none)
     keeps_quantization: bool
+    #: int8 layers left in float (--keep-float NAME,NAME, or those --keep-float auto chose)
+    keep_float: list
+    #: --keep-float auto: keep the layers adding most error in float until parity passes
+    keep_float_auto: bool = False
 
     @property
     def needs_calibration(self) -> bool:
@@ -288,8 +292,27 @@ class BuildPlan:
         return f"pytorch, the checkpoint's {backend} fake-quantized int8 model"
 
 
+def _keep_float_plan(keep_float: str | None, unit, profile, precision: str, keeps: bool) -> tuple[list, bool]:
+    """``(names, auto)`` from --keep-float; one line where it cannot apply."""
+    if not keep_float:
+        return [], False
+    if precision != "int8" or keeps:
+        raise ConfigError("--keep-float leaves layers of an int8 build in float: use it with --precision int8 "
+                          "(and a float checkpoint, which the build quantizes)")
+    if not unit.keeps_layers_float:
+        from edgeseg.formats import get_unit
+        from edgeseg.targets import list_targets, load_target
+
+        able = [t for t in list_targets() if get_unit(load_target(t).runtime).keeps_layers_float]
+        raise ConfigError(f"--keep-float is not available for target '{profile.name}' yet: it works for "
+                          f"{', '.join(able)}")
+    if keep_float.strip() == "auto":
+        return [], True
+    return [n.strip() for n in keep_float.split(",") if n.strip()], False
+
+
 def plan_build(source, target: str, *, precision=None, out=None, input_size=None, force: bool = False,
-               say=lambda s: None) -> BuildPlan:
+               keep_float: str | None = None, say=lambda s: None) -> BuildPlan:
     """Step 1: the target, the precision, the model to export and where it goes; every check that
     needs no data runs here, so a wrong argument fails before any minute is spent."""
     from edgeseg.checkpoints import float_model, load_model
@@ -327,11 +350,12 @@ def plan_build(source, target: str, *, precision=None, out=None, input_size=None
         export_model = export_model.float().eval().cpu()
         say(f"note: the {profile.format} exporter cannot take NNCF's quantizers: it re-quantizes the checkpoint's "
             f"QAT-trained weights with its own calibration; parity compares with the QAT model")
+    names, auto = _keep_float_plan(keep_float, unit, profile, precision, keeps)
     size = resolve_input_size(model, ckpt, input_size)
     out = Path(out) if out is not None else default_out(source, ckpt, profile.name, precision)
     _check_out(out, force)
     return BuildPlan(str(source), profile, unit, precision, model, export_model, info, ckpt, size, out,
-                     quantized, keeps)
+                     quantized, keeps, names, auto)
 
 
 def calibrate(plan: BuildPlan, data, calib_def: dict, holdout, say=lambda s: None):
@@ -389,7 +413,8 @@ def export_artifact(plan: BuildPlan, folder: Path, calib_arrays, calib_entry, sa
     with captured():  # the converters' native logs (absl, MLIR, torchao...) stay off the terminal
         result = plan.unit.export(plan.export_model, plan.info, input_size=plan.size, precision=plan.precision,
                                   out_dir=folder, profile=plan.profile, calib=calib_arrays,
-                                  quantized=plan.quantized if plan.keeps_quantization else None)
+                                  quantized=plan.quantized if plan.keeps_quantization else None,
+                                  keep_float=plan.keep_float)
     export_seconds = time.perf_counter() - t0
     quant = None
     if plan.precision == "int8" or result.details.get("quantization"):
@@ -419,9 +444,10 @@ MANIFEST_PARITY_KEYS = ("ran", "reason", "runtime", "proxy", "reference", "agree
 
 
 def run_parity(plan: BuildPlan, folder: Path, manifest: dict, images, masks, image_source: str, *, threads=None,
-               allow_drop: bool = False, say=lambda s: None) -> dict:
+               allow_drop: bool = False, say=lambda s: None, judge: bool = True, why=None) -> dict:
     """Step 5: the artifact in its runtime (or a stated proxy) against the checkpoint in PyTorch;
-    writes parity.json, records it in the manifest, and raises BuildError where it failed."""
+    writes parity.json, records it in the manifest, and raises BuildError where it failed
+    (``judge`` False: the caller decides; ``why``: a callable giving what to add to the error)."""
     from edgeseg.files import atomic_write_text
     from edgeseg.formats.base import BuildError, export_step
     from edgeseg.native_logs import captured
@@ -434,20 +460,92 @@ def run_parity(plan: BuildPlan, folder: Path, manifest: dict, images, masks, ima
         manifest["execution"] = parity["execution"]
     manifest["parity"] = {k: parity.get(k) for k in MANIFEST_PARITY_KEYS if k in parity}
     manifest["parity"]["file"] = "parity.json"
-    if parity.get("ran") and not parity["passed"]:
-        if allow_drop:
-            say("parity FAILED but --allow-drop was given: " + "; ".join(parity["failures"]))
-        else:
-            raise BuildError(f"parity check failed for '{plan.source}' on target '{plan.profile.name}' "
-                             f"({plan.precision}): " + "; ".join(parity["failures"]) + ": retrain/calibrate "
-                             "better, try another precision, or pass --allow-drop to keep the artifact anyway")
+    if judge:
+        judge_parity(plan, parity, allow_drop=allow_drop, say=say, why=why)
     return parity
+
+
+def judge_parity(plan: BuildPlan, parity: dict, *, allow_drop: bool = False, say=lambda s: None, why=None) -> None:
+    """BuildError where parity ran and failed (unless --allow-drop); ``why()`` adds the likely cause."""
+    from edgeseg.formats.base import BuildError
+
+    if not parity.get("ran") or parity["passed"]:
+        return
+    if allow_drop:
+        say("parity FAILED but --allow-drop was given: " + "; ".join(parity["failures"]))
+        return
+    hint = why() if why else ""
+    raise BuildError(f"parity check failed for '{plan.source}' on target '{plan.profile.name}' "
+                     f"({plan.precision}): " + "; ".join(parity["failures"]) + (hint or ": retrain/calibrate "
+                     "better, try another precision, or pass --allow-drop to keep the artifact anyway"))
+
+
+def rank_layers(plan: BuildPlan, folder: Path, manifest: dict, calib_arrays) -> list[dict] | None:
+    """The int8 artifact's layers by the error each adds (on the calibration images), or None."""
+    if plan.precision != "int8" or not calib_arrays or not plan.unit.keeps_layers_float:
+        return None
+    from edgeseg.native_logs import captured
+
+    with captured():
+        return plan.unit.rank_int8_layers(plan.export_model, plan.size, folder / manifest["files"]["model"],
+                                          calib_arrays, folder)
+
+
+def worst_layers_hint(plan: BuildPlan, ranking) -> str:
+    """': the layers adding most error ...: rebuild with --keep-float A,B,C', or nothing."""
+    if not ranking:
+        return ""
+    top = ranking[:3]
+    names = ",".join(r["node"] for r in top)
+    table = ", ".join(f"{r['node']} ({r['op']}, -{r['drop_db']:.1f} dB)" for r in top)
+    return (f"; the layers adding most int8 error: {table}: rebuild with --keep-float {names} (or --keep-float "
+            f"auto), or pass --allow-drop to keep it")
+
+
+def _empty(folder: Path) -> None:
+    for p in Path(folder).iterdir():
+        if p.is_file():
+            p.unlink()
+
+
+def export_and_check(plan: BuildPlan, folder: Path, calib_arrays, calib_entry, images, masks, image_source: str, *,
+                     threads=None, allow_drop: bool = False, max_float_layers: int = 8,
+                     say=lambda s: None) -> tuple[dict, dict]:
+    """Steps 4 and 5, with --keep-float auto: while parity fails, the layer adding most int8 error
+    (ranked once, on the full-int8 artifact) is left in float and the artifact built again."""
+    from edgeseg.formats.base import BuildError
+
+    ranking = None
+    while True:
+        manifest = export_artifact(plan, folder, calib_arrays, calib_entry, say)
+        parity = run_parity(plan, folder, manifest, images, masks, image_source, threads=threads, judge=False)
+        failed = parity.get("ran") and not parity["passed"]
+        if ranking is None and (failed or plan.keep_float_auto) and plan.precision == "int8":
+            ranking = rank_layers(plan, folder, manifest, calib_arrays) if failed else None
+        if not failed or not plan.keep_float_auto:
+            break
+        todo = [r for r in ranking or [] if r["node"] not in plan.keep_float]
+        if not todo or len(plan.keep_float) >= max_float_layers:
+            table = ", ".join(f"{r['node']} (-{r['drop_db']:.1f} dB)" for r in (ranking or [])[:6])
+            raise BuildError(f"--keep-float auto: parity still fails with {len(plan.keep_float)} layers in float "
+                             f"({'; '.join(parity['failures'])}); ranked: {table or 'no ranking'}: raise "
+                             f"--max-float-layers, calibrate on more images, or pass --allow-drop")
+        plan.keep_float.append(todo[0]["node"])
+        say(f"--keep-float auto: {todo[0]['node']} ({todo[0]['op']}, -{todo[0]['drop_db']:.1f} dB) kept in float "
+            f"after: {'; '.join(parity['failures'])}")
+        _empty(folder)
+    if ranking:
+        (manifest.get("quantization") or {})["layer_error"] = {
+            "method": "onnxruntime qdq_loss_debug: SQNR drop (dB) each node adds, on the calibration images",
+            "ranking": ranking[:20]}
+    judge_parity(plan, parity, allow_drop=allow_drop, say=say, why=lambda: worst_layers_hint(plan, ranking))
+    return manifest, parity
 
 
 def build(source, target: str, *, precision: str | None = None, out=None, data=None, split: str = "val",
           calib_images: int | None = None, calib=None, input_size=None, allow_drop: bool = False,
           parity_images: int = 8, threads: int | None = None, force: bool = False,
-          report: list | None = None) -> Path:
+          keep_float: str | None = None, max_float_layers: int = 8, report: list | None = None) -> Path:
     """Build the artifact of ``source`` (checkpoint path or zoo name) for ``target``; returns its folder.
 
     The steps: plan, calibrate, pick the parity images, export, parity, commit (the staged
@@ -464,7 +562,10 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
     if parity_images < 1:
         raise ConfigError(f"--parity-images must be at least 1, got {parity_images}")
     t_start = time.perf_counter()
-    plan = plan_build(source, target, precision=precision, out=out, input_size=input_size, force=force, say=say)
+    if max_float_layers < 1:
+        raise ConfigError(f"--max-float-layers must be at least 1, got {max_float_layers}")
+    plan = plan_build(source, target, precision=precision, out=out, input_size=input_size, force=force,
+                      keep_float=keep_float, say=say)
     if threads:
         import torch
 
@@ -478,9 +579,9 @@ def build(source, target: str, *, precision: str | None = None, out=None, data=N
                                                 calib_def["split"])
     try:
         with staged_folder(plan.out, replace=force, label="build") as folder:
-            manifest = export_artifact(plan, folder, calib_arrays, calib_entry, say)
-            parity = run_parity(plan, folder, manifest, images, masks, image_source, threads=threads,
-                                allow_drop=allow_drop, say=say)
+            manifest, parity = export_and_check(plan, folder, calib_arrays, calib_entry, images, masks, image_source,
+                                                threads=threads, allow_drop=allow_drop,
+                                                max_float_layers=max_float_layers, say=say)
             manifest["build_seconds"] = round(time.perf_counter() - t_start, 3)
             write_manifest(folder, manifest)
     except FolderTaken:
@@ -506,9 +607,11 @@ def summarize(out: Path) -> dict:
     return {"out": str(out), "target": m["target"], "precision": m["precision"], "format": m["format"],
             "files": files, "model_mb": files.get(m["files"]["model"], 0) / 1e6,
             "total_mb": sum(files.values()) / 1e6, "parity": m.get("parity"), "compiler": m.get("compiler"),
+            "kept_in_float": (m.get("quantization") or {}).get("kept_in_float") or [],
             "execution": m.get("execution")}
 
 
 __all__ = ["build", "plan_build", "BuildPlan", "calibrate", "parity_inputs", "export_artifact", "run_parity",
+           "export_and_check", "judge_parity", "rank_layers",
            "make_manifest", "write_manifest", "check_parity", "load_calib_definition",
            "parse_size", "resolve_input_size", "summarize", "EdgesegError"]

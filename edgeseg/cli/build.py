@@ -43,6 +43,10 @@ def build_cmd(
     input_range: RangeOpt = None,
     bgr: BgrOpt = None,
     output: OutputOpt = None,
+    keep_float: Annotated[Optional[str], typer.Option(
+        "--keep-float", help="int8: leave these layers (ONNX node names, comma-separated) in float, or 'auto': "
+                             "the layers adding most error, one at a time, until parity passes.")] = None,
+    max_float_layers: Annotated[int, typer.Option(help="--keep-float auto: at most this many layers in float.")] = 8,
 ):
     """Export, quantize (int8: with --data), verify against PyTorch and write an artifact folder."""
     allow_model_code(model_code)
@@ -60,7 +64,8 @@ def build_cmd(
     report: list[str] = []
     out_dir = build(source, target, precision=precision, out=out, data=data, split=split, calib=calib,
                     calib_images=calib_images, input_size=img_size, allow_drop=allow_drop,
-                    parity_images=parity_images, threads=threads, force=force, report=report)
+                    parity_images=parity_images, threads=threads, force=force, keep_float=keep_float,
+                    max_float_layers=max_float_layers, report=report)
     s = summarize(out_dir)
     for line in report:
         typer.echo(line)
@@ -78,6 +83,8 @@ def build_cmd(
         typer.echo(line + ("" if p.get("passed") else "  (FAILED, kept by --allow-drop)"))
     else:
         typer.echo(f"parity: not run ({p.get('reason')})")
+    if s["kept_in_float"]:
+        typer.echo(f"kept in float: {', '.join(s['kept_in_float'])}")
     ex = s.get("execution") or {}
     if ex.get("inference_precision"):
         typer.echo(f"ran as: {ex['device']}, computed in {ex['inference_precision']} ({ex['cpu']}, ISA {ex['isa']})")

@@ -182,8 +182,11 @@ class FormatUnit(Protocol):
         """Whether this machine can run ``precision`` (the runtime being here)."""
 
     def export(self, model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-               quantized: dict | None = None) -> ExportResult:
-        """Write the artifact's files into ``out_dir``."""
+               quantized: dict | None = None, keep_float=()) -> ExportResult:
+        """Write the artifact's files into ``out_dir`` (int8: the layers named in ``keep_float`` in float)."""
+
+    def rank_int8_layers(self, model, input_size, artifact_file: Path, calib, work_dir: Path) -> list[dict] | None:
+        """The int8 artifact's layers ranked by the error each adds on ``calib`` (None: not here)."""
 
     def predictor_class(self) -> type:
         """The Predictor subclass that runs its artifacts (imported on demand)."""
@@ -218,6 +221,8 @@ class Unit:
     distributions: tuple[str, ...] = ()
     #: whether ``export`` takes a finished ONNX model (formats.onnx_model.OnnxModel) as well as PyTorch
     takes_onnx_models = True
+    #: whether int8 ``export`` can leave named layers in float (``keep_float``) and rank them
+    keeps_layers_float = False
     #: the modules holding ``export`` and ``PREDICTOR``, relative to the unit's package
     export_module = ".export"
     runtime_module = ".runtime"
@@ -242,11 +247,20 @@ class Unit:
     def precision_available(self, profile, precision: str) -> tuple[bool, str]:
         return True, ""
 
-    def export(self, model, info, *, input_size, precision, out_dir, profile, calib=None, quantized=None) -> ExportResult:
+    def export(self, model, info, *, input_size, precision, out_dir, profile, calib=None, quantized=None,
+               keep_float=()) -> ExportResult:
         module = self._module(self.export_module)
         kwargs = {"quantized": quantized} if quantized is not None else {}
+        if keep_float:
+            if not self.keeps_layers_float:
+                raise BuildError(f"--keep-float is not available for {self.name} artifacts yet")
+            kwargs["keep_float"] = list(keep_float)
         return module.export(model, info, input_size=input_size, precision=precision, out_dir=out_dir,
                              profile=profile, calib=calib, **kwargs)
+
+    def rank_int8_layers(self, model, input_size, artifact_file: Path, calib, work_dir: Path) -> list[dict] | None:
+        """The int8 artifact's layers, the one adding most error first (None: not measurable for this unit)."""
+        return None
 
     def predictor_class(self) -> type:
         return self._module(self.runtime_module).PREDICTOR

@@ -76,12 +76,32 @@ class _CalibReader:
     def rewind(self):
         self._it = iter(self._items)
 
+    def __iter__(self):  # qdq_loss_debug iterates the reader
+        return iter(self._items)
+
+
+def check_node_names(path: Path, names) -> None:
+    """One line for a --keep-float name the graph does not have, with some it does."""
+    import onnx
+
+    nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node]
+    have = {n.name for n in nodes}
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        layers = [n.name for n in nodes if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")][:4]
+        raise BuildError(f"--keep-float: the graph has no node {', '.join(repr(u) for u in unknown[:3])} (its layers "
+                         f"are named like {', '.join(layers)}; `--keep-float auto` finds them)")
+
 
 def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_channel: bool = True,
                  activation_type: str = "QUInt8", weight_type: str = "QInt8", method: str = "MinMax",
-                 extra_options: dict | None = None, work_dir: Path | None = None) -> dict:
-    """Static post-training quantization to a QDQ graph; returns the ``quantization`` manifest entry."""
+                 extra_options: dict | None = None, work_dir: Path | None = None, keep_float=()) -> dict:
+    """Static post-training quantization to a QDQ graph, the nodes named in ``keep_float`` left in
+    float; returns the ``quantization`` manifest entry."""
     from onnxruntime import quantization as q
+
+    keep_float = list(keep_float or ())
+    check_node_names(src, keep_float)
 
     work_dir = Path(work_dir or Path(dst).parent)
     pre = work_dir / "model.pre.onnx"
@@ -103,9 +123,13 @@ def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_ch
         q.quantize_static(str(pre), str(dst), reader, quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
                           activation_type=getattr(q.QuantType, activation_type),
                           weight_type=getattr(q.QuantType, weight_type),
-                          calibrate_method=getattr(q.CalibrationMethod, method), extra_options=opts)
+                          calibrate_method=getattr(q.CalibrationMethod, method), extra_options=opts,
+                          nodes_to_exclude=keep_float)
+    if keep_float:
+        float_inputs(dst, keep_float)
     pre.unlink(missing_ok=True)
     return {"method": "onnxruntime.quantize_static", "format": "QDQ", "calibrate_method": method,
+            "kept_in_float": keep_float,
             "calibration_images": len(calib), "per_channel": per_channel, "activation_type": activation_type,
             "weight_type": weight_type, "symmetric_activations": bool(symmetric), "pre_processed": preprocessed,
             "extra_options": {k: v for k, v in opts.items()}}
@@ -154,7 +178,7 @@ def check_forbidden(path: Path, profile) -> None:
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           quantized: dict | None = None) -> ExportResult:
+           quantized: dict | None = None, keep_float=()) -> ExportResult:
     out_dir = Path(out_dir)
     opset = int(profile.opset or 17)
     if quantized:
@@ -183,7 +207,8 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         qinfo = quantize_qdq(fp32, dst, calib, per_channel=bool(extra.get("per_channel", True)),
                              activation_type=extra.get("activation_type", "QUInt8"),
                              weight_type=extra.get("weight_type", "QInt8"),
-                             method=extra.get("calibrate_method", "MinMax"), work_dir=out_dir)
+                             method=extra.get("calibrate_method", "MinMax"), work_dir=out_dir,
+                             keep_float=keep_float)
         fp32.unlink()
         ops = count_ops(dst)
         qinfo["qdq_nodes"] = {"QuantizeLinear": ops.get("QuantizeLinear", 0),
@@ -212,3 +237,120 @@ def export_any(model, input_size, path: Path) -> Path:
         if quantized:
             set_export_mode(model, "fake_quantize")
     return path
+
+
+def _sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
+
+
+def rank_qdq_layers(fp32: Path, int8: Path, calib, work_dir: Path, max_images: int = 8,
+                    as_written: bool = False) -> list[dict]:
+    """The quantized graph's layers ranked by the error each adds, on real images.
+
+    ONNX Runtime's ``qdq_loss_debug`` runs both graphs with every intermediate tensor as an
+    output; for each node of the float graph the SQNR (dB) of its output in the int8 graph
+    against the float graph is compared with that of its inputs: the drop is the error the node
+    itself adds (its weights' and its activations' quantization). Largest drop first.
+    ``as_written``: Q/DQ computed in float, as TensorRT does, not with the CPU's int8 kernels."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if as_written:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+    work_dir = Path(work_dir)
+    arrays = list(calib)[:max_images]
+    acts = {}
+    for name, path in (("float", fp32), ("int8", int8)):
+        aug = work_dir / f"rank.{name}.onnx"
+        dbg.modify_model_output_intermediate_tensors(str(path), str(aug))
+        acts[name] = dbg.collect_activations(str(aug), _CalibReader(arrays, INPUT_NAME), session_options=so,
+                                             execution_providers=["CPUExecutionProvider"])
+        aug.unlink(missing_ok=True)
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    quantized = _quantized_nodes(int8)
+    sqnr = {}
+    for tensor, ref in acts["float"].items():
+        got = acts["int8"].get(tensor)
+        if got is not None and len(got) == len(ref):
+            sqnr[tensor] = min(_sqnr_db(r, g) for r, g in zip(ref, got))
+    rows = []
+    for node in graph.node:
+        outs = [sqnr[t] for t in node.output if t in sqnr]
+        if not outs or node.name not in quantized:
+            continue
+        ins = [sqnr[t] for t in node.input if t in sqnr]
+        before = min(ins) if ins else float("inf")
+        after = min(outs)
+        drop = (before - after) if before != float("inf") else (99.0 - min(after, 99.0))
+        if node.name and drop > 0:  # a layer that adds error, and that quantize_static can name
+            rows.append({"node": node.name, "op": node.op_type, "sqnr_db": round(after, 2), "drop_db": round(drop, 2)})
+    return sorted(rows, key=lambda r: -r["drop_db"])
+
+
+def _quantized_nodes(int8: Path) -> set[str]:
+    """Names of the nodes that read a dequantized tensor: the ones --keep-float can leave in float."""
+    import onnx
+
+    graph = onnx.load(str(int8), load_external_data=False).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and any(i in dequantized for i in n.input)}
+
+
+def rank_artifact_layers(model, input_size, artifact_file: Path, calib, work_dir: Path, opset: int = 17,
+                         as_written: bool = False) -> list[dict]:
+    """:func:`rank_qdq_layers` of an int8 ONNX artifact against its float graph, exported again
+    and pre-processed as quantization saw it (so node names match ``--keep-float``)."""
+    work_dir = Path(work_dir)
+    fp32 = export_fp32(model, input_size, work_dir / "rank.fp32.onnx", opset=opset)
+    pre = work_dir / "rank.pre.onnx"
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+    except Exception:
+        shutil.copyfile(fp32, pre)
+    try:
+        with export_step("per-layer int8 error (onnxruntime qdq_loss_debug)"):
+            return rank_qdq_layers(pre, artifact_file, calib, work_dir, as_written=as_written)
+    finally:
+        fp32.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
+
+
+def float_inputs(path: Path, names) -> int:
+    """Rewire the named nodes to read the float tensors behind their Q/DQ pairs (quantize_static
+    leaves an excluded node's weights in float but still rounds its inputs where the producer is
+    quantized), then drop the pairs nothing reads any more. Returns the pairs bypassed."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name for t in graph.initializer}
+    bypassed = 0
+    for node in graph.node:
+        if node.name not in names:
+            continue
+        for i, tensor in enumerate(node.input):
+            dq = producer.get(tensor)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+                node.input[i] = q.input[0]
+                bypassed += 1
+    while True:  # Q/DQ nodes whose outputs nobody reads (graph outputs count as readers)
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(path))
+    return bypassed

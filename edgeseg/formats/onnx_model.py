@@ -126,6 +126,8 @@ def _adapt(model, inp, chosen: str, bgr: bool):
         helper.make_node("Resize", [chosen, "", "", "edgeseg_sizes"], [OUTPUT_NAME], mode="linear",
                          coordinate_transformation_mode="half_pixel"),
     ]
+    for i, node in enumerate(nodes + tail):  # named, so --keep-float can name them too
+        node.name = f"edgeseg_adapt_{node.op_type}_{i}"
     new_input = helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])
     new_output = helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, None)
     graph = helper.make_graph(nodes + list(g.node) + tail, g.name or "edgeseg", [new_input], [new_output],
@@ -152,7 +154,7 @@ class OnnxModel(SegmentationModel):
             import onnxruntime as ort
 
             so = ort.SessionOptions()
-            so.log_severity_level = 3
+            so.log_severity_level = 4  # a size the graph refuses (while probing) is reported by us, once
             self._session = ort.InferenceSession(self.graph_bytes, so, providers=["CPUExecutionProvider"])
         return self._session
 
@@ -192,7 +194,7 @@ def _probe(onnx_model, input_name: str, chosen: str, path: Path, size) -> tuple:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     try:
         session = ort.InferenceSession(onnx_model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         y = session.run([chosen], {input_name: np.zeros((1, 3, *size), np.float32)})[0]

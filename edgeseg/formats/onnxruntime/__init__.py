@@ -16,6 +16,12 @@ class OnnxRuntimeUnit(Unit):
     distributions = ("onnx", "onnxruntime", "onnxscript")
     compress_presets = {"CPU": "cpu"}
     export_module = "edgeseg.formats.onnx"
+    keeps_layers_float = True  # quantize_static's nodes_to_exclude
+
+    def rank_int8_layers(self, model, input_size, artifact_file, calib, work_dir):
+        from edgeseg.formats.onnx import rank_artifact_layers
+
+        return rank_artifact_layers(model, input_size, artifact_file, calib, work_dir)
 
     def probe(self) -> dict:
         """ONNX Runtime's version and execution providers."""

@@ -17,6 +17,12 @@ class TensorRTUnit(Unit):
     distributions = ("tensorrt",)
     compress_presets = {"GPU": "jetson"}
     plain_module = None  # a plain TensorRT runner needs CUDA buffers on the device: not written yet
+    keeps_layers_float = True  # no Q/DQ around the layers kept in float
+
+    def rank_int8_layers(self, model, input_size, artifact_file, calib, work_dir):
+        from edgeseg.formats.onnx import rank_artifact_layers
+
+        return rank_artifact_layers(model, input_size, artifact_file, calib, work_dir, as_written=True)
 
     def available(self, profile) -> tuple[bool, str]:
         if self.missing(self.runtime_modules):

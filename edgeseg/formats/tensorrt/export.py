@@ -33,7 +33,7 @@ def trtexec_command(model_file: str, precision: str, engine: str = "model.engine
 
 
 def export(model, info, *, input_size, precision: str, out_dir: Path, profile, calib=None,
-           quantized: dict | None = None) -> ExportResult:
+           quantized: dict | None = None, keep_float=()) -> ExportResult:
     out_dir = Path(out_dir)
     if precision not in FLAGS:
         raise BuildError(f"the tensorrt exporter cannot build precision '{precision}'")
@@ -61,7 +61,8 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
         dst = out_dir / "model_int8.onnx"
         qinfo = onnx_export.quantize_qdq(fp32, dst, calib, symmetric=True, per_channel=True,
                                          method=(profile.extra or {}).get("calibrate_method", "MinMax"),
-                                         extra_options={"QuantizeBias": False}, work_dir=out_dir)
+                                         extra_options={"QuantizeBias": False}, work_dir=out_dir,
+                                         keep_float=keep_float)
         fp32.unlink()
         ops = onnx_export.count_ops(dst)
         qinfo["qdq_nodes"] = {"QuantizeLinear": ops.get("QuantizeLinear", 0),
