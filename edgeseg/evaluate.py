@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from edgeseg.errors import ConfigError
 from edgeseg.checkpoints import load_model
+from edgeseg.predict import check_dataset_memory
 from edgeseg.files import atomic_write_text
 from edgeseg.train.trainer import check_dataset, evaluate_model, pad_collate, resolve_device
 
@@ -38,6 +39,7 @@ def evaluate(checkpoint, data, split: str = "val", *, batch_size: int = 4, devic
     forced = held_out and holdout_of(ckpt).get("forced")
     info.check_compatible(dataset.info, f"dataset '{data}'")
     dataset.info = info  # the same classes; the model's own normalisation (a model of your own may differ)
+    check_dataset_memory(dataset, info, mode, "tile" in infer_opts, batch_size)  # headers, before decoding
     check_dataset(dataset, f"{data}/{split}")
     dataset.transform = build_eval_transform(divisor=model.size_divisor, ignore_index=info.ignore_index)
     dev = resolve_device(device)

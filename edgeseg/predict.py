@@ -105,23 +105,34 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(path, hw, info: DatasetInfo, mode: str = "whole", tiled: bool = False) -> None:
-    """One line, before decoding, when inference on an image this large cannot fit in memory."""
+def check_memory(path, hw, info: DatasetInfo, mode: str = "whole", tiled: bool = False, batch: int = 1) -> None:
+    """One line, before decoding, when inference on an image this large cannot fit in memory
+    (``batch`` images of that size at once in whole-image mode, as eval's batches)."""
     free = available_memory()
     if free is None:
         return
     pixels = hw[0] * hw[1]
     tile_need = pixels * tile_bytes_per_pixel(info.num_classes)
-    need = tile_need if (mode == "tile" or tiled) else pixels * WHOLE_BYTES_PER_PIXEL
+    need = tile_need if (mode == "tile" or tiled) else pixels * WHOLE_BYTES_PER_PIXEL * batch
     if need <= free:
         return
     size = f"image '{path}' is {hw[0]}x{hw[1]}"
     if tile_need <= free:
-        raise DataError(f"{size}: whole-image inference needs about {need / 2**30:.1f} GB, more than the "
+        what = "whole-image inference" + (f" of {batch} such images at once" if batch > 1 else "")
+        raise DataError(f"{size}: {what} needs about {need / 2**30:.1f} GB, more than the "
                         f"{free / 2**30:.1f} GB available: use --mode tile --tile 1024x1024 (one tile at a time, "
                         f"about {tile_need / 2**30:.1f} GB)")
     raise DataError(f"{size}: inference needs about {tile_need / 2**30:.1f} GB even in tiles, more than the "
                     f"{free / 2**30:.1f} GB available: downscale it or cut it into smaller images")
+
+
+def check_dataset_memory(dataset, info: DatasetInfo, mode: str = "whole", tiled: bool = False,
+                         batch: int = 1) -> None:
+    """:func:`check_memory` for the largest image of a dataset, from the headers alone."""
+    sizes = [(image_size(p), p) for p, _ in getattr(dataset, "samples", [])]
+    if sizes:
+        hw, path = max(sizes, key=lambda s: s[0][0] * s[0][1])
+        check_memory(path, hw, info, mode, tiled, batch if mode == "whole" else 1)
 
 
 def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5, **infer_opts) -> list[dict]:

@@ -492,6 +492,15 @@ def _poison(value):
     return edit
 
 
+def _eval_needs_tiles(tmp, data, ckpt):
+    """A val image whose header makes eval's whole-image batches of 4 need twice the free memory."""
+    from edgeseg.predict import available_memory
+
+    side = int((available_memory() / 1000) ** 0.5)
+    copy = _dataset_with(data, tmp, "val", "val_0000.png", png_bomb(side, side))
+    return {"d": copy, "limit": str(side * side)}
+
+
 VAL0 = "val_0000.png"
 TRAIN0 = "train_0000.png"
 PREDICT = ["predict", "{ckpt}", "{f}", "--out", "{tmp}/out"]
@@ -544,6 +553,9 @@ BOMBS = {
     "eval: a val image is a TIFF bomb": (["eval", "{ckpt}", "--data", "{d}"],
                                          _data("val", VAL0, lambda: tiff_bomb(30000, 30000)), None, 2,
                                          VAL0 + " is 30000x30000"),
+    "eval: a limit raised, but too big for whole-image batches": (
+        ["--max-image-pixels", "{limit}", "eval", "{ckpt}", "--data", "{d}"], _eval_needs_tiles, None, 2,
+        "whole-image inference of 4 such images at once needs"),
     "build: a calibration image is a PNG bomb": (
         ["build", "{ckpt}", "--target", "onnxruntime-cpu", "--precision", "int8", "--data", "{d}", "--out", "{tmp}/b"],
         _data("train", TRAIN0, lambda: png_bomb(20000, 20000)), None, 2, TRAIN0 + " is 20000x20000"),
