@@ -180,6 +180,12 @@ def compress(source, data, *, qat: bool = False, ptq: bool = False, max_drop: fl
     from edgeseg.formats.openvino.quantize import ptq_accuracy_control
     from edgeseg.models.profile import count_macs, count_params
 
+    from edgeseg.formats.onnx_model import is_onnx_source
+
+    if is_onnx_source(source):
+        raise ConfigError(f"'{source}' is an ONNX model: compress fine-tunes and quantizes PyTorch models; build "
+                          f"int8 from the file with `edgeseg build {source} --target T --precision int8 --data DIR` "
+                          f"(post-training, per target), or compress the PyTorch model it came from")
     target = resolve_preset(target)
     _check_args(qat, ptq, max_drop, prune, prune_mode, epochs, steps, target, runs, threads, ignore, sensitivity)
     out = Path(out)

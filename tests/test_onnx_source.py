@@ -164,3 +164,10 @@ def test_onnx_options_for_a_checkpoint_are_one_line(capsys, tmp_path):
     code, _, err = run_cli(["build", "enet-camvid", "--target", "onnxruntime-cpu", "--bgr", "--out", tmp_path / "a"],
                            capsys)
     assert code == 2 and "describe an ONNX model" in err
+
+
+def test_an_onnx_model_is_not_trained_or_compressed_but_says_how_to_build_it(dict_onnx, data, capsys, tmp_path):
+    code, _, err = run_cli(["train", "--model", dict_onnx, "--data", data, "--out", tmp_path / "t"], capsys)
+    assert code == 2 and "cannot be trained here" in err and not (tmp_path / "t").exists()
+    code, _, err = run_cli(["compress", dict_onnx, "--data", data, "--ptq", "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "--precision int8" in err and not (tmp_path / "c").exists()

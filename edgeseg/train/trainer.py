@@ -458,6 +458,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict
         parse_loss_spec(cfg.loss)
     if own.is_own_spec(cfg.model):
         own.resolve(cfg.model)  # allowed on the command line (a resumed run's config names code too)
+    elif str(cfg.model).lower().endswith(".onnx"):
+        raise ConfigError(f"'{cfg.model}' is an ONNX model, which cannot be trained here: train its PyTorch code "
+                          f"(--model FILE.py:FACTORY), or build the file as it is (edgeseg build {cfg.model})")
     else:
         get_entry(cfg.model)
 
