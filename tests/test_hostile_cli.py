@@ -402,6 +402,20 @@ def frames(fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def ztxt_bomb() -> bytes:
+    """A real 64x96 PNG with a 200 kB zTXt chunk that inflates to 200 MB before its pixels."""
+    import struct
+    import zlib
+
+    import cv2
+    import numpy as np
+
+    b = cv2.imencode(".png", np.full((64, 96, 3), 90, np.uint8))[1].tobytes()
+    data = b"Comment\0\0" + zlib.compress(bytes(200_000_000), 9)
+    chunk = struct.pack(">I", len(data)) + b"zTXt" + data + struct.pack(">I", zlib.crc32(b"zTXt" + data))
+    return b[:33] + chunk + b[33:]  # after the signature and IHDR
+
+
 def y4m_bomb(w: int, h: int) -> bytes:
     """A raw-video file whose header declares w x h frames, with 1 kB of data."""
     return f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + bytes(1000)
@@ -518,6 +532,8 @@ BOMBS = {
                                            "bomb.tif is 30000x30000"),
     "predict: WebP claiming 16384x16384": (PREDICT, _file("bomb.webp", lambda: webp_bomb(16384, 16384)), None, 2,
                                            "bomb.webp is 16384x16384"),
+    "predict: PNG whose text chunk inflates to 200 MB": (PREDICT, _file("ztxt.png", ztxt_bomb), None, 2,
+                                                          "Decompressed data too large"),
     "predict: animated PNG": (PREDICT, _file("anim.png", lambda: frames("PNG")), None, 2,
                               "animated or multi-page PNG"),
     "predict: animated WebP": (PREDICT, _file("anim.webp", lambda: frames("WEBP")), None, 2,
