@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.data.images import image_size, imread
+from edgeseg.data.images import image_size, imread, max_pixels
 from edgeseg.data.info import DatasetInfo
 from edgeseg.errors import DataError
 from edgeseg.files import atomic_write_bytes
@@ -138,17 +138,24 @@ def check_dataset_memory(dataset, info: DatasetInfo, mode: str = "whole", tiled:
 def predict_files(model, info: DatasetInfo, images, out_dir, alpha: float = 0.5, **infer_opts) -> list[dict]:
     """Write ``<stem>_mask.png`` (class ids), ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
     paths = [Path(p) for p in images]
+    pixels = 0
     for p in paths:  # sizes from the headers: nothing is decoded that could not be segmented
         if not p.is_file():
             raise DataError(f"image '{p}' does not exist")
-        check_memory(p, image_size(p), info, infer_opts.get("mode", "whole"), "tile" in infer_opts)
-    decoded = [read_rgb(p) for p in paths]  # every input checked before any output is written
+        hw = image_size(p)
+        check_memory(p, hw, info, infer_opts.get("mode", "whole"), "tile" in infer_opts)
+        pixels += hw[0] * hw[1]
+    # every input decoded before any output is written; kept only while all of them together fit
+    # the one-image budget, else decoded again when its turn comes (many large photos)
+    keep = pixels <= max_pixels()
+    decoded = [rgb if keep else None for rgb in (read_rgb(p) for p in paths)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     from edgeseg.progress import track
 
     for path, stem, rgb in track(list(zip(paths, _unique_stems(paths), decoded)), "predict"):
+        rgb = rgb if rgb is not None else read_rgb(path)
         mask = predict_image(model, info, rgb, **infer_opts)
         color = colorize(mask, info)
         files = {"mask": out_dir / f"{stem}_mask.png", "color": out_dir / f"{stem}_color.png",

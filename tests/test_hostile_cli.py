@@ -651,3 +651,17 @@ def test_target_profile_numbers_are_checked():
         with pytest.raises(ConfigError, match=text):
             profile_from_dict(d, "test profile")
 
+
+
+def test_predict_many_images_over_the_budget_together_decodes_them_one_at_a_time(base, tmp_path):
+    """Inputs that fit the pixel budget one by one but not together are checked first, then decoded
+    again in turn (not all held at once); the outputs are those of a run that held them."""
+    root, data, ckpt, art = base
+    images = [str(data / "val" / VAL0), str(data / "val" / "val_0001.png")]  # 64x96 = 6144 pixels each
+    for out, limit in (("held", []), ("in-turn", ["--max-image-pixels", "7000"])):
+        p = subprocess.run([sys.executable, "-m", "edgeseg", *limit, "predict", str(ckpt), *images, "--out",
+                            str(tmp_path / out)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-2000:]
+    held, in_turn = (sorted((tmp_path / d).iterdir()) for d in ("held", "in-turn"))
+    assert [f.name for f in held] == [f.name for f in in_turn] and len(held) == 6
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(held, in_turn))
