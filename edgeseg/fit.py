@@ -135,7 +135,7 @@ def cache_root() -> Path:
 def candidate_key(c: Candidate, target: str, threads, machine: dict) -> str:
     ident = {"model": c.model_hash, "size": list(c.size), "precision": c.precision, "prune": c.prune,
              "target": target, "threads": threads, "cpu": machine.get("cpu"), "isa": machine.get("isa"),
-             "schema": SCHEMA_VERSION}
+             "schema": SCHEMA_VERSION, "memory": "plain runner"}  # peaks before that were edgeseg's own process
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -300,7 +300,12 @@ def _model_hash(source: str) -> tuple[str, object]:
 
     model, info, ckpt = load_model(source)
     path = zoo.zoo_checkpoint_path(source) if zoo.is_zoo_name(source) else Path(source)
-    return file_sha256(path), (model, info, ckpt)
+    digest = file_sha256(path)
+    if ckpt.get("onnx"):  # the same file adapted otherwise (output, channel order, normalisation) is another model
+        how = json.dumps([ckpt["model"]["kwargs"], ckpt["dataset"].get("mean"), ckpt["dataset"].get("std")],
+                         sort_keys=True)
+        digest = hashlib.sha256((digest + how).encode()).hexdigest()
+    return digest, (model, info, ckpt)
 
 
 def _pruned_checkpoint(parent: str, ratio: float, folder: Path, data, size, epochs: float, say) -> Path:

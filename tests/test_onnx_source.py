@@ -171,3 +171,18 @@ def test_an_onnx_model_is_not_trained_or_compressed_but_says_how_to_build_it(dic
     assert code == 2 and "cannot be trained here" in err and not (tmp_path / "t").exists()
     code, _, err = run_cli(["compress", dict_onnx, "--data", data, "--ptq", "--out", tmp_path / "c"], capsys)
     assert code == 2 and "--precision int8" in err and not (tmp_path / "c").exists()
+
+
+def test_onnx_model_benches_from_a_target_and_is_a_fit_candidate(dict_onnx, data, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(["bench", "onnxruntime-cpu", "--model", dict_onnx, "--data", data, "--runs", "3",
+                            "--warmup", "1", "--memory-runs", "0", "--json", tmp_path / "b.json"], capsys)
+    assert code in (0, 3), err  # 3: an untrained network's output is degenerate, and bench says so
+    assert json.loads((tmp_path / "b.json").read_text())["model"] == "onnx:dictnet.onnx"
+    code, _, err = run_cli(["fit", "--target", "onnxruntime-cpu", "--data", data, "--models", dict_onnx,
+                            "--sizes", "1.0,0.75", "--precisions", "fp32", "--runs", "3", "--memory-runs", "0",
+                            "--budget-p99-ms", "10000", "--out", tmp_path / "fit"], capsys)
+    assert code == 0, err
+    fit = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    sizes = {tuple(c["size"]) for c in fit["candidates"] if c.get("status") != "failed"}
+    assert (64, 96) in sizes and (48, 72) in sizes  # a dynamic input: fit tries its sizes

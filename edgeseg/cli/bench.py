@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
+                             allow_model_code, set_onnx_facts)
+
 
 def _print_result(r: dict) -> None:
     from rich.console import Console
@@ -118,7 +121,8 @@ def bench_cmd(
     artifact_or_target: Annotated[Optional[str], typer.Argument(
         help="Artifact folder (with manifest.json) or a target name (built first from --model).")] = None,
     model: Annotated[Optional[str], typer.Option(
-        help="Checkpoint or zoo name to build a target (or the matrix) from (default: the zoo's best).")] = None,
+        help="Checkpoint, zoo name or ONNX model to build a target (or the matrix) from (default: the zoo's "
+             "best).")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Precision when building a target (default: the target's).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Labelled dataset: mIoU, per-class IoU vs the fp32 source.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data.")] = "val",
@@ -148,8 +152,18 @@ def bench_cmd(
                                                                            "~/.ssh/config).")] = None,
     devices: Annotated[Optional[Path], typer.Option("--devices", help="With --matrix: a devices.yaml; bench every "
                                                                      "device's targets on it, in parallel.")] = None,
+    model_code: ModelCodeOpt = None,
+    num_classes: NumClassesOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
+    bgr: BgrOpt = None,
+    output: OutputOpt = None,
 ):
     """Latency, throughput, memory, size and accuracy of an artifact; exit 3 when a budget fails."""
+    allow_model_code(model_code)
+    set_onnx_facts(model, data, num_classes, classes, mean, std, input_range, bgr, output)
     from edgeseg.bench.budget import EXIT_BUDGET, resolve_budget
     from edgeseg.bench.core import bench, resolve_source
     from edgeseg.bench.report import matrix_markdown, write_reports

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code
+from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
+                             allow_model_code, set_onnx_facts)
 
 
 def _print(result: dict) -> None:
@@ -44,7 +45,8 @@ def fit_cmd(
         "--budget-memory-mb", help="Peak memory limit (default: the target profile's).")] = None,
     min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Lowest acceptable mIoU.")] = None,
     models: Annotated[Optional[str], typer.Option(
-        "--models", help="Comma-separated zoo names and checkpoint files (default: the zoo's float models).")] = None,
+        "--models", help="Comma-separated zoo names, checkpoint files and ONNX models (default: the zoo's float "
+                  "models).")] = None,
     sizes: Annotated[str, typer.Option("--sizes", help="Scales of the dataset's image size, rounded to each "
                                                         "model's stride.")] = "1.0,0.75,0.5",
     precisions: Annotated[Optional[str], typer.Option(
@@ -65,9 +67,19 @@ def fit_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the table and the choice.")] = False,
     model_code: ModelCodeOpt = None,
+    num_classes: NumClassesOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_range: RangeOpt = None,
+    bgr: BgrOpt = None,
+    output: OutputOpt = None,
 ) -> None:
     """Search models x input sizes x precisions (x pruning) for the most accurate one within a budget."""
     allow_model_code(model_code)
+    onnx_files = [m.strip() for m in (models or "").split(",") if m.strip().lower().endswith(".onnx")]
+    set_onnx_facts(onnx_files[0] if onnx_files else None, data, num_classes, classes, mean, std, input_range, bgr,
+                   output)
     import sys
 
     from edgeseg.fit import EXIT_NOTHING_FITS, fit
