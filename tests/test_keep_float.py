@@ -96,3 +96,23 @@ def test_keep_float_misuse_is_one_line(outlier_onnx, data, capsys, tmp_path, arg
     code, _, err = run_cli(["build", outlier_onnx, "--data", data, "--out", tmp_path / "a", *args], capsys)
     assert code == 2 and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "a").exists()
+
+
+def test_reduce_range_auto_follows_the_cpu(monkeypatch):
+    """onnxruntime-cpu's `reduce_range: auto`: 7-bit weights on x86 without VNNI (where the int8
+    kernels saturate), full 8-bit elsewhere; a profile can force either."""
+    import platform
+
+    import edgeseg.machine as machine
+    from edgeseg.formats.onnx import reduce_range_here
+
+    real = machine.cpu_isa()
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "int8_dot": False})
+    assert reduce_range_here("auto") is True
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "int8_dot": True})
+    assert reduce_range_here("auto") is False
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "cpu_isa", lambda *a: {**real, "int8_dot": False})
+    assert reduce_range_here("auto") is False
+    assert reduce_range_here(True) is True and reduce_range_here(False) is False

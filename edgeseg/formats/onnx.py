@@ -80,6 +80,19 @@ class _CalibReader:
         return iter(self._items)
 
 
+def reduce_range_here(setting) -> bool:
+    """7-bit weights where ONNX Runtime's x86 int8 kernels would saturate: on a CPU without VNNI
+    they multiply u8 x s8 pairs with vpmaddubsw, whose int16 sum overflows with full-range
+    weights. ``auto``: where this machine, on which parity runs, has no VNNI."""
+    if setting == "auto":
+        import platform
+
+        from edgeseg.machine import cpu_isa
+
+        return platform.machine().lower() in ("x86_64", "amd64") and not cpu_isa()["int8_dot"]
+    return bool(setting)
+
+
 def check_node_names(path: Path, names) -> None:
     """One line for a --keep-float name the graph does not have, with some it does."""
     import onnx
@@ -95,7 +108,8 @@ def check_node_names(path: Path, names) -> None:
 
 def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_channel: bool = True,
                  activation_type: str = "QUInt8", weight_type: str = "QInt8", method: str = "MinMax",
-                 extra_options: dict | None = None, work_dir: Path | None = None, keep_float=()) -> dict:
+                 extra_options: dict | None = None, work_dir: Path | None = None, keep_float=(),
+                 reduce_range: bool = False) -> dict:
     """Static post-training quantization to a QDQ graph, the nodes named in ``keep_float`` left in
     float; returns the ``quantization`` manifest entry."""
     from onnxruntime import quantization as q
@@ -124,12 +138,12 @@ def quantize_qdq(src: Path, dst: Path, calib, *, symmetric: bool = False, per_ch
                           activation_type=getattr(q.QuantType, activation_type),
                           weight_type=getattr(q.QuantType, weight_type),
                           calibrate_method=getattr(q.CalibrationMethod, method), extra_options=opts,
-                          nodes_to_exclude=keep_float)
+                          nodes_to_exclude=keep_float, reduce_range=bool(reduce_range))
     if keep_float:
         float_inputs(dst, keep_float)
     pre.unlink(missing_ok=True)
     return {"method": "onnxruntime.quantize_static", "format": "QDQ", "calibrate_method": method,
-            "kept_in_float": keep_float,
+            "kept_in_float": keep_float, "reduce_range": bool(reduce_range),
             "calibration_images": len(calib), "per_channel": per_channel, "activation_type": activation_type,
             "weight_type": weight_type, "symmetric_activations": bool(symmetric), "pre_processed": preprocessed,
             "extra_options": {k: v for k, v in opts.items()}}
@@ -208,7 +222,7 @@ def export(model, info, *, input_size, precision: str, out_dir: Path, profile, c
                              activation_type=extra.get("activation_type", "QUInt8"),
                              weight_type=extra.get("weight_type", "QInt8"),
                              method=extra.get("calibrate_method", "MinMax"), work_dir=out_dir,
-                             keep_float=keep_float)
+                             keep_float=keep_float, reduce_range=reduce_range_here(extra.get("reduce_range", False)))
         fp32.unlink()
         ops = count_ops(dst)
         qinfo["qdq_nodes"] = {"QuantizeLinear": ops.get("QuantizeLinear", 0),
