@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
-                             allow_model_code, set_onnx_facts)
+from edgeseg.cli.own import takes_your_model
 
 
 def _print_result(r: dict) -> None:
@@ -117,6 +116,7 @@ def _next_steps(r: dict | None, artifact_or_target, source, data, html_out, rows
     return f"next: edgeseg demo --artifact {art} --source 0\n      {second}"
 
 
+@takes_your_model("model", data="data")
 def bench_cmd(
     artifact_or_target: Annotated[Optional[str], typer.Argument(
         help="Artifact folder (with manifest.json) or a target name (built first from --model).")] = None,
@@ -152,18 +152,8 @@ def bench_cmd(
                                                                            "~/.ssh/config).")] = None,
     devices: Annotated[Optional[Path], typer.Option("--devices", help="With --matrix: a devices.yaml; bench every "
                                                                      "device's targets on it, in parallel.")] = None,
-    model_code: ModelCodeOpt = None,
-    num_classes: NumClassesOpt = None,
-    classes: ClassesOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_range: RangeOpt = None,
-    bgr: BgrOpt = None,
-    output: OutputOpt = None,
 ):
     """Latency, throughput, memory, size and accuracy of an artifact; exit 3 when a budget fails."""
-    allow_model_code(model_code)
-    set_onnx_facts(model, data, num_classes, classes, mean, std, input_range, bgr, output)
     from edgeseg.bench.budget import EXIT_BUDGET, resolve_budget
     from edgeseg.bench.core import bench, resolve_source
     from edgeseg.bench.report import matrix_markdown, write_reports

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
-                             allow_model_code, set_onnx_facts)
+from edgeseg.cli.own import takes_your_model
 from edgeseg.cli.tables import JsonOpt
 
 
@@ -20,6 +19,7 @@ def _default_source(target: str) -> str:
     return default_model(target)
 
 
+@takes_your_model("source", data="data", size="img_size")
 def build_cmd(
     source: Annotated[Optional[str], typer.Argument(
         help="Checkpoint file, zoo name or ONNX model (default: the zoo's best model).")] = None,
@@ -35,22 +35,12 @@ def build_cmd(
     allow_drop: Annotated[bool, typer.Option("--allow-drop", help="Keep the artifact even when parity fails.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for export and parity runs.")] = None,
-    model_code: ModelCodeOpt = None,
-    num_classes: NumClassesOpt = None,
-    classes: ClassesOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_range: RangeOpt = None,
-    bgr: BgrOpt = None,
-    output: OutputOpt = None,
     keep_float: Annotated[Optional[str], typer.Option(
         "--keep-float", help="int8: leave these layers (ONNX node names, comma-separated) in float, or 'auto': "
                              "the layers adding most error, one at a time, until parity passes.")] = None,
     max_float_layers: Annotated[int, typer.Option(help="--keep-float auto: at most this many layers in float.")] = 8,
 ):
     """Export, quantize (int8: with --data), verify against PyTorch and write an artifact folder."""
-    allow_model_code(model_code)
-    set_onnx_facts(source, data, num_classes, classes, mean, std, input_range, bgr, output, img_size)
     from edgeseg.build import build, summarize
 
     if source is None:

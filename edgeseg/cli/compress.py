@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from edgeseg.cli.own import ModelCodeOpt, allow_model_code, code_flag
+from edgeseg.cli.own import code_flag, takes_your_model
 
 
 #: the build target for each quantization preset (edgeseg/compress/nncf_setup.py)
@@ -32,6 +32,7 @@ def _next_steps(report: dict, data) -> str | None:
             f"      edgeseg bench {art} --data {d} --html {art}/report.html")
 
 
+@takes_your_model("source", data="data")
 def compress_cmd(
     source: Annotated[str, typer.Argument(help="Checkpoint file (.pt) or zoo name.")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (train split: calibration and "
@@ -65,10 +66,8 @@ def compress_cmd(
     threads: Annotated[int, typer.Option(help="CPU threads for latency runs.")] = 1,
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, report.json, report.md).")] = Path("runs/compress"),
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
-    model_code: ModelCodeOpt = None,
 ):
     """Quantize (int8) and/or prune a model; write compressed checkpoints and a report."""
-    allow_model_code(model_code)
     from edgeseg.compress_run import compress
 
     report = compress(source, data, qat=qat, ptq=ptq, max_drop=max_drop, prune=prune, prune_mode=prune_mode,

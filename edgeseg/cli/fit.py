@@ -8,8 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
-                             allow_model_code, set_onnx_facts)
+from edgeseg.cli.own import takes_your_model
+
+
+def first_onnx(arguments: dict) -> str | None:
+    """The ONNX file among --models, which the ONNX facts describe."""
+    found = [m.strip() for m in (arguments.get("models") or "").split(",") if m.strip().lower().endswith(".onnx")]
+    return found[0] if found else None
 
 
 def _print(result: dict) -> None:
@@ -36,6 +41,7 @@ def _print(result: dict) -> None:
         con.print("nothing meets the budget. " + closest_line(result), highlight=False, soft_wrap=True)
 
 
+@takes_your_model(first_onnx, data="data")
 def fit_cmd(
     target: Annotated[str, typer.Option("--target", "-t", help="Target profile (see `edgeseg targets`).")] = ...,
     data: Annotated[Path, typer.Option("--data", help="Labelled dataset: calibration (train) and mIoU (--split).")] = ...,
@@ -66,20 +72,8 @@ def fit_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder: artifact/, fit.json, fit.md, fit.html.")] = Path("fit"),
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the table and the choice.")] = False,
-    model_code: ModelCodeOpt = None,
-    num_classes: NumClassesOpt = None,
-    classes: ClassesOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_range: RangeOpt = None,
-    bgr: BgrOpt = None,
-    output: OutputOpt = None,
 ) -> None:
     """Search models x input sizes x precisions (x pruning) for the most accurate one within a budget."""
-    allow_model_code(model_code)
-    onnx_files = [m.strip() for m in (models or "").split(",") if m.strip().lower().endswith(".onnx")]
-    set_onnx_facts(onnx_files[0] if onnx_files else None, data, num_classes, classes, mean, std, input_range, bgr,
-                   output)
     import sys
 
     from edgeseg.fit import EXIT_NOTHING_FITS, fit

@@ -54,6 +54,43 @@ def set_onnx_facts(source, data, num_classes, classes, mean, std, value_range, b
                            output=parse_output(output), input_size=input_size)
 
 
+ONNX_FACTS = {"num_classes": NumClassesOpt, "classes": ClassesOpt, "mean": MeanOpt, "std": StdOpt,
+              "input_range": RangeOpt, "bgr": BgrOpt, "output": OutputOpt}
+
+
+def takes_your_model(source, data: str | None = None, size: str | None = None):
+    """Decorator for a command that loads a model: adds ``--model-code`` and the ONNX facts
+    (:data:`ONNX_FACTS`) to its options, and before it runs allows the code and sets the facts
+    for its source (the parameter named ``source``, or ``source(arguments)``)."""
+    import functools
+    import inspect
+    import typing
+
+    def deco(fn):
+        hints = typing.get_type_hints(fn, include_extras=True)
+        sig = inspect.signature(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+                 for name, ann in {"model_code": ModelCodeOpt, **ONNX_FACTS}.items()]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            allow_model_code(kwargs.pop("model_code", None))
+            facts = [kwargs.pop(name, None) for name in ONNX_FACTS]
+            bound = sig.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments
+            src = source(given) if callable(source) else given.get(source)
+            set_onnx_facts(src, given.get(data) if data else None, *facts, given.get(size) if size else None)
+            return fn(*args, **kwargs)
+
+        command.__signature__ = sig.replace(parameters=own + added)
+        command.__annotations__ = {**hints, **{p.name: p.annotation for p in added}}
+        return command
+
+    return deco
+
+
 def allow_model_code(spec: str | None) -> None:
     """The user named this code on the command line: its checkpoints may import it."""
     if spec:

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseg.cli.own import (BgrOpt, ClassesOpt, MeanOpt, ModelCodeOpt, NumClassesOpt, OutputOpt, RangeOpt, StdOpt,
-                             allow_model_code, code_flag, model_input, own_model_kwargs, set_onnx_facts)
+from edgeseg.cli.own import (BgrOpt, MeanOpt, OutputOpt, RangeOpt, StdOpt, allow_model_code, code_flag, model_input,
+                             own_model_kwargs, takes_your_model)
 from edgeseg.cli.tables import JsonOpt
 from edgeseg.errors import ConfigError
 
@@ -222,6 +222,7 @@ FlipOpt = Annotated[bool, typer.Option(help="TTA horizontal flip.")]
 CrfOpt = Annotated[bool, typer.Option(help="Refine with a dense CRF (slower).")]
 
 
+@takes_your_model("checkpoint", data="data")
 def eval_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt), zoo name or ONNX model (.onnx).")],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
@@ -236,18 +237,8 @@ def eval_cmd(
     scales: ScalesOpt = "0.75,1.0,1.25",
     flip: FlipOpt = True,
     crf: CrfOpt = False,
-    model_code: ModelCodeOpt = None,
-    num_classes: NumClassesOpt = None,
-    classes: ClassesOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_range: RangeOpt = None,
-    bgr: BgrOpt = None,
-    output: OutputOpt = None,
 ):
     """Score a checkpoint (or an ONNX model): per-class IoU table, mIoU, pixel accuracy."""
-    allow_model_code(model_code)
-    set_onnx_facts(checkpoint, data, num_classes, classes, mean, std, input_range, bgr, output)
     from rich.console import Console
     from rich.table import Table
 
@@ -281,6 +272,7 @@ def eval_cmd(
                    f"--loss auto (see `edgeseg data check {data}`)", err=True)
 
 
+@takes_your_model("checkpoint")
 def predict_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.pt), zoo name or ONNX model (.onnx).")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
@@ -292,18 +284,8 @@ def predict_cmd(
     scales: ScalesOpt = "0.75,1.0,1.25",
     flip: FlipOpt = True,
     crf: CrfOpt = False,
-    model_code: ModelCodeOpt = None,
-    num_classes: NumClassesOpt = None,
-    classes: ClassesOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_range: RangeOpt = None,
-    bgr: BgrOpt = None,
-    output: OutputOpt = None,
 ):
     """Write class-index masks, colour masks and overlays for images (a checkpoint or an ONNX model)."""
-    allow_model_code(model_code)
-    set_onnx_facts(checkpoint, None, num_classes, classes, mean, std, input_range, bgr, output)
     from edgeseg.predict import predict_files
     from edgeseg.checkpoints import load_model
 
