@@ -421,25 +421,43 @@ def y4m_bomb(w: int, h: int) -> bytes:
     return f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + bytes(1000)
 
 
+#: a small Python that runs the CLI and reports its peak RSS. Linux hands a child the peak RSS
+#: of the process it was forked from (kept across exec), so a CLI forked straight from pytest
+#: (gigabytes after the suite's earlier tests) would report pytest's size, not its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "edgeseg", *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _measured(args, cwd, env=None):
     """The CLI in a subprocess: (exit code, stderr, seconds, peak resident MB of that process)."""
     import os
+    import signal
     import tempfile
     import threading
     import time
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "maxrss_kb"
         t0 = time.monotonic()
-        p = subprocess.Popen([sys.executable, "-m", "edgeseg", *args], stdout=out, stderr=err, cwd=cwd,
-                             env={**os.environ, **(env or {})})
-        killer = threading.Timer(300, p.kill)
+        p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(peak), *args], stdout=out, stderr=err, cwd=cwd,
+                             env={**os.environ, **(env or {})}, start_new_session=True)
+        killer = threading.Timer(300, lambda: os.killpg(p.pid, signal.SIGKILL))
         killer.start()
-        _, status, usage = os.wait4(p.pid, 0)  # the child's own rusage: its peak RSS
+        p.wait()
         killer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - t0
         err.seek(0)
-        return p.returncode, err.read().decode(errors="replace"), seconds, usage.ru_maxrss / 1024
+        kb = int(peak.read_text()) if peak.is_file() else 0
+        return p.returncode, err.read().decode(errors="replace"), seconds, kb / 1024
 
 
 def _dataset_with(data: Path, tmp: Path, split: str, name: str, content: bytes, annot: bool = False) -> Path:
