@@ -214,3 +214,24 @@ def test_own_model_compresses_builds_benches_fits_and_runs_in_the_demo(aux_run, 
     writer.release()
     ok(["demo", "--artifact", tmp_path / "art1", "--source", clip, "--no-window", "--record", tmp_path / "demo.mp4"])
     assert cv2.VideoCapture(str(tmp_path / "demo.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+
+
+def test_an_op_the_exporter_rejects_is_one_line_naming_the_layer(data, capsys, tmp_path):
+    spec = f"{OWN / 'hostile.py'}:PyramidPool"
+    code, _, err = run_cli(["train", "--model", spec, "--data", data, "--out", tmp_path / "run", *QUICK], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["build", tmp_path / "run" / "last.pt", "--model-code", spec, "--target",
+                            "onnxruntime-cpu", "--img-size", "70x100", "--out", tmp_path / "art"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "cannot export adaptive pooling" in err and "layers net.pool" in err and "--img-size" in err
+    assert not (tmp_path / "art").exists()
+
+
+def test_a_size_your_model_refuses_is_named_by_your_model():
+    from edgeseg.errors import InputSizeError
+    from edgeseg.models import create_model, own
+
+    own.allow(DICT)
+    with pytest.raises(InputSizeError, match=r"^DictNet \(.*dict_output.py:DictNet\) needs height and width "
+                                             r"divisible by 4"):
+        create_model(DICT, 11).check_input_size(30, 30)

@@ -43,7 +43,8 @@ def _print_result(r: dict) -> None:
     if r.get("miou") is not None:
         ref = r.get("reference") or {}
         extra = (f"; fp32 reference {ref['miou']:.4f} (change {ref['delta_miou']:+.4f})"
-                 if ref.get("available") and ref.get("miou") is not None and ref.get("delta_miou") is not None else "")
+                 if ref.get("available") and ref.get("miou") is not None and ref.get("delta_miou") is not None else
+                 f"; no fp32 reference ({ref['reason']})" if ref.get("available") is False and ref.get("reason") else "")
         con.print(f"mIoU {r['miou']:.4f}, pixel accuracy {r['pixel_accuracy']:.4f}{extra}", highlight=False)
     for f in r.get("flags") or []:
         con.print(f"FLAG: {f}", highlight=False)

@@ -43,11 +43,33 @@ def export_fp32(model, input_size, path: Path, *, opset: int = 17, dynamic: bool
     with export_step(f"ONNX export (opset {opset})", path), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deliberate
         with torch.no_grad():
-            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=int(opset),
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
-                              do_constant_folding=True)
+            try:
+                torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=int(opset),
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                                  do_constant_folding=True)
+            except Exception as exc:
+                _explain_export_error(exc, model, input_size)
+                raise
         onnx.checker.check_model(str(path))
     return path
+
+
+def _explain_export_error(exc: Exception, model, input_size) -> None:
+    """One line naming the layers where torch.onnx rejects adaptive pooling whose output size does
+    not divide its input at this size (pyramid pooling, as in Fast-SCNN or PSPNet)."""
+    import torch
+
+    text = str(exc)
+    if "adaptive_" not in text or "not factor of input size" not in text:
+        return
+    kinds = (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d)
+    layers = [name for name, m in model.named_modules() if isinstance(m, kinds)]
+    sizes = sorted({v for m in model.modules() if isinstance(m, kinds)
+                    for v in ((m.output_size,) if isinstance(m.output_size, int) else m.output_size) if v})
+    raise BuildError(f"ONNX export (torch.onnx) cannot export adaptive pooling whose output size does not divide "
+                     f"its input at {input_size[0]}x{input_size[1]} (layers {', '.join(layers[:4]) or '?'}, output "
+                     f"sizes {sizes}): build at an --img-size where the feature maps those layers read divide by "
+                     f"{sizes}, or for openvino-cpu, which converts the PyTorch graph without ONNX") from None
 
 
 def ort_optimize(src: Path, dst: Path, level: str = "ORT_ENABLE_ALL") -> Path:

@@ -44,8 +44,9 @@ class SegmentationModel(nn.Module):
         if h % d == 0 and w % d == 0 and h >= lo and w >= lo:
             return
         nearest = [nearest_valid_size(s, d, self.min_size) for s in (h, w)]
+        name = getattr(self, "display_name", type(self).__name__)  # a model of your own: its own name
         raise InputSizeError(
-            f"{type(self).__name__} needs height and width divisible by {d} (at least {lo}); "
+            f"{name} needs height and width divisible by {d} (at least {lo}); "
             f"got {h}x{w}: pad or resize to {nearest[0]}x{nearest[1]} "
             f"(or up to {self.valid_size(h)}x{self.valid_size(w)})"
         )

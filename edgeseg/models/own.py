@@ -178,6 +178,11 @@ class OwnModel(SegmentationModel):
         self.bgr = bool(bgr)
         self.spec = spec
 
+    @property
+    def display_name(self) -> str:
+        """The user's name for the model in messages (its factory), not this wrapper's."""
+        return f"{type(self.net).__name__} ({self.spec})" if self.spec else type(self.net).__name__
+
     def _heads(self, out) -> tuple[torch.Tensor, list]:
         """The main head and the other outputs of one forward pass."""
         if isinstance(out, torch.Tensor):
