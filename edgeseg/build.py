@@ -484,11 +484,16 @@ def rank_layers(plan: BuildPlan, folder: Path, manifest: dict, calib_arrays) -> 
     """The int8 artifact's layers by the error each adds (on the calibration images), or None."""
     if plan.precision != "int8" or not calib_arrays or not plan.unit.keeps_layers_float:
         return None
+    from edgeseg.formats.base import BuildError
     from edgeseg.native_logs import captured
 
-    with captured():
-        return plan.unit.rank_int8_layers(plan.export_model, plan.size, folder / manifest["files"]["model"],
-                                          calib_arrays, folder)
+    try:
+        with captured():
+            return plan.unit.rank_int8_layers(plan.export_model, plan.size, folder / manifest["files"]["model"],
+                                              calib_arrays, folder)
+    except BuildError as exc:  # the ranking explains a failure; it must not replace it
+        log.warning("no per-layer int8 ranking: %s", exc)
+        return None
 
 
 def worst_layers_hint(plan: BuildPlan, ranking) -> str:
