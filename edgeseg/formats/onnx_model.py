@@ -21,7 +21,6 @@ from edgeseg.models.base import SegmentationModel
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 MAX_ONNX_MB = 2048  # larger models keep their weights as external data, which is refused
 MIN_OPSET = 11  # Resize with explicit sizes
-PROBE_DIVISORS = (1, 2, 4, 8, 16, 32, 64)
 #: where the class count and pre-processing of an ONNX file come from (the CLI sets them)
 _options: dict = {}
 
@@ -151,11 +150,7 @@ class OnnxModel(SegmentationModel):
 
     def session(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.log_severity_level = 4  # a size the graph refuses (while probing) is reported by us, once
-            self._session = ort.InferenceSession(self.graph_bytes, so, providers=["CPUExecutionProvider"])
+            self._session = _quiet_session(self.graph_bytes)
         return self._session
 
     def check_input_size(self, h: int, w: int) -> None:
@@ -185,18 +180,24 @@ class OnnxModel(SegmentationModel):
         return model.SerializeToString()
 
 
+def _quiet_session(graph: bytes):
+    """An ONNX Runtime CPU session that logs nothing below fatal: a size the graph refuses while
+    probing is reported by edgeseg, once, not by ORT's logger."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+
+
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _probe(onnx_model, input_name: str, chosen: str, path: Path, size) -> tuple:
     """Run the file as it is once at ``size``; the chosen output's shape, or one line on what is wrong."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
     try:
-        session = ort.InferenceSession(onnx_model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        session = _quiet_session(onnx_model.SerializeToString())
         y = session.run([chosen], {input_name: np.zeros((1, 3, *size), np.float32)})[0]
     except Exception as exc:
         raise ModelError(f"'{path}' did not run in ONNX Runtime at {size[0]}x{size[1]} ({_first_line(exc)}): "
@@ -208,15 +209,17 @@ def _probe(onnx_model, input_name: str, chosen: str, path: Path, size) -> tuple:
 
 
 def _size_divisor(model: OnnxModel) -> int:
-    """The smallest stride the dynamic graph runs at, at odd multiples of it (see models.own)."""
-    for d in PROBE_DIVISORS:
+    """The smallest stride the dynamic graph runs at (the same probe as a PyTorch model's)."""
+    from edgeseg.models.own import smallest_divisor
+
+    def error_at(h, w):
         try:
-            for a, b in ((7, 9), (5, 11)):
-                model.session().run([OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 3, d * a, d * b), np.float32)})
-            return d
-        except Exception:
-            continue
-    return 32
+            model.session().run([OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 3, h, w), np.float32)})
+            return None
+        except Exception as exc:
+            return exc
+
+    return smallest_divisor(error_at)[0] or 32
 
 
 def open_onnx(path, info_from_data=None) -> tuple[OnnxModel, object, dict]:

@@ -256,20 +256,29 @@ def _error_at(model: OwnModel, h: int, w: int) -> Exception | None:
         return exc
 
 
+def smallest_divisor(error_at) -> tuple[int | None, Exception | None]:
+    """The smallest of :data:`PROBE_DIVISORS` at which ``error_at(h, w)`` returns None at odd
+    multiples of it (a stride-d network with skip connections breaks at sizes not divisible by
+    d); ``(None, the last error)`` where none does."""
+    last = None
+    for d in PROBE_DIVISORS:
+        errors = [error_at(d * a, d * b) for a, b in ((7, 9), (5, 11))]
+        if not any(errors):
+            return d, None
+        last = next(e for e in errors if e)
+    return None, last
+
+
 def probe_size_divisor(model: OwnModel) -> int:
-    """The smallest stride the network accepts at sizes that are odd multiples of it (a stride-d
-    network with skip connections breaks at sizes not divisible by d)."""
+    """The stride the network needs, found by running it (:func:`smallest_divisor`)."""
     was = model.training
     model.eval()
-    last = None
     try:
-        for d in PROBE_DIVISORS:
-            errors = [_error_at(model, d * a, d * b) for a, b in ((7, 9), (5, 11))]
-            if not any(errors):
-                return d
-            last = next(e for e in errors if e)
+        d, last = smallest_divisor(lambda h, w: _error_at(model, h, w))
     finally:
         model.train(was)
+    if d is not None:
+        return d
     first = str(last).strip().splitlines()[0][:200] if last else ""
     raise ModelError(f"model '{model.spec}' did not run at any size probed (odd multiples of "
                      f"{', '.join(map(str, PROBE_DIVISORS))}; last: {type(last).__name__}: {first}): check that it "

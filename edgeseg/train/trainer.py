@@ -342,16 +342,14 @@ class _Progress:
             self.bar.remove_task(task)
 
 
-def _is_edgeseg_checkpoint(path) -> bool:
+def _edgeseg_checkpoint_or_none(path) -> dict | None:
+    """The edgeseg checkpoint at ``path`` (read once), or None for another file (a plain state dict)."""
     if Path(path).suffix != ".pt":
-        return False
+        return None
     try:
-        load_checkpoint(path)
-        return True
-    except ConfigError:
-        raise
+        return load_checkpoint(path)
     except Exception:
-        return False
+        return None
 
 
 def _init_weights(cfg: TrainConfig, log) -> dict:
@@ -365,11 +363,12 @@ def _init_weights(cfg: TrainConfig, log) -> dict:
 
     if not Path(cfg.init_from).exists() and zoo.is_zoo_name(cfg.init_from):
         ckpt = zoo.load_zoo_checkpoint(cfg.init_from)
-    elif own.is_own_spec(cfg.model) and not _is_edgeseg_checkpoint(cfg.init_from):
-        # your own model's published weights: a plain state dict of its network
-        from edgeseg.files import load_state_dict_file
+    elif own.is_own_spec(cfg.model):
+        ckpt = _edgeseg_checkpoint_or_none(cfg.init_from)
+        if ckpt is None:  # your own model's published weights: a plain state dict of its network
+            from edgeseg.files import load_state_dict_file
 
-        return {"plain_state": load_state_dict_file(cfg.init_from)}
+            return {"plain_state": load_state_dict_file(cfg.init_from)}
     else:
         ckpt = load_checkpoint(cfg.init_from)
     model = ckpt.get("model") or {}
